@@ -1,0 +1,7 @@
+//! One module per on-disk format.
+
+pub mod fat;
+pub mod gpt;
+pub mod raw;
+pub mod vhd;
+pub mod vhdx;

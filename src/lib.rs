@@ -1,0 +1,8 @@
+//! nanoforge: build bootable Windows Server Nano disk images without Windows.
+//!
+//! Dependencies point one way: `cli → pipeline → formats → codec → core`. Every module
+//! under `formats` reads or writes one on-disk format and could stand alone.
+#![forbid(unsafe_code)]
+
+pub mod core;
+pub mod formats;

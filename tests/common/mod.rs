@@ -1,0 +1,61 @@
+//! Helpers shared by the integration tests: external oracle tools, temp dirs, the CLI.
+//!
+//! A test that needs a missing tool fails (it never passes by skipping): install the
+//! oracles with `cargo xtask deps`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Path of an external tool, or a failing test that says how to get it.
+pub fn require(tool: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path).chain(["/usr/sbin".into(), "/sbin".into()]) {
+        let p = dir.join(tool);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("the oracle tool '{tool}' is not installed; run `cargo xtask deps` (CI={:?})", std::env::var("CI").ok());
+}
+
+/// Run a command, require success, return stdout as text.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{:?} failed with {}:\nstdout:\n{}\nstderr:\n{}",
+        cmd,
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run a command and return its output whatever the status.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Command for an external tool (fails the test if it is missing).
+pub fn tool(name: &str) -> Command {
+    Command::new(require(name))
+}
+
+/// The nanoforge binary built for this test run, with a fixed build time.
+pub fn nanoforge() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nanoforge"));
+    c.env("SOURCE_DATE_EPOCH", "1700000000");
+    c
+}
+
+/// A fresh temporary directory, removed when dropped.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temporary directory")
+}
+
+/// Bytes of a file.
+pub fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
+}
