@@ -1,1 +1,168 @@
-fn main(){}
+//! Project tasks: `cargo xtask deps | test | bench | fuzz`.
+//!
+//! `deps` installs the independent checkers the tests use (Debian packages); `test` runs
+//! formatting, lints and every test; `bench` measures us against the peer tools in the
+//! same run and prints ratios.
+
+mod bench;
+
+use anyhow::{bail, Context, Result};
+use std::process::Command;
+
+/// Debian packages holding the oracle tools the tests run.
+const PACKAGES: &[&str] = &[
+    "qemu-utils",
+    "qemu-system-x86",
+    "ovmf",
+    "grub-efi-amd64-bin",
+    "gdisk",
+    "fdisk",
+    "dosfstools",
+    "mtools",
+    "ntfs-3g",
+    "wimtools",
+    "libhivex-bin",
+    "libwin-hivex-perl",
+    "chntpw",
+    "gcab",
+    "cabextract",
+    "xz-utils",
+    "time",
+];
+
+const HELP: &str = "\
+cargo xtask <task>
+
+tasks:
+  deps    apt-get update, then install every oracle tool the tests use (one apt-get install)
+  demo    build nanoforge (release) and run the main job on built-in demo input:
+          a 10 GiB VHDX in demo-out/ with a populated ESP, then inspect it
+  test    cargo fmt --check, cargo clippy -D warnings, then every test (CI=true makes a
+          missing tool a failure)
+  bench   benchmarks against the peer tools, same input, same run; prints ratios
+          (options: --quick for smaller inputs)
+";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("deps") => deps(),
+        Some("test") => test(),
+        Some("demo") => demo(),
+        Some("bench") => bench::run(&args[1..]),
+        Some("-h") | Some("--help") | Some("help") | None => {
+            print!("{HELP}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown task '{other}'\n{HELP}"),
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {cmd:?}");
+    let st = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed with {st}");
+    }
+    Ok(())
+}
+
+/// The Debian suite of this machine (e.g. "bookworm"), from /etc/os-release.
+fn debian_codename() -> Option<String> {
+    let text = std::fs::read_to_string("/etc/os-release").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn deps() -> Result<()> {
+    let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
+    let apt = |args: &[&str]| {
+        let mut all: Vec<&str> = sudo.to_vec();
+        all.extend_from_slice(args);
+        let mut c = Command::new(all[0]);
+        c.args(&all[1..]).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    run(&mut apt(&["apt-get", "update", "-q"]))?;
+    // qemu-utils and qemu-system-x86 must come from one suite: a newer qemu-utils from
+    // another suite makes qemu-system-x86 uninstallable. Pin both to this release's suite
+    // (allowing the downgrade) and install everything in one apt-get call.
+    let pinned: Vec<String> = match debian_codename() {
+        Some(suite) => PACKAGES
+            .iter()
+            .map(|p| {
+                if p.starts_with("qemu-") {
+                    format!("{p}/{suite}")
+                } else {
+                    p.to_string()
+                }
+            })
+            .collect(),
+        None => PACKAGES.iter().map(|p| p.to_string()).collect(),
+    };
+    let mut args = vec!["apt-get", "install", "-y", "-q", "--allow-downgrades"];
+    args.extend(pinned.iter().map(String::as_str));
+    run(&mut apt(&args))?;
+    run(Command::new("qemu-img").arg("--version"))?;
+    run(Command::new("qemu-system-x86_64").arg("--version"))?;
+    Ok(())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn test() -> Result<()> {
+    run(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))?;
+    run(Command::new("cargo").args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(Command::new("cargo").args([
+        "test",
+        "--workspace",
+        "--release",
+        "--",
+        "--include-ignored",
+    ]))?;
+    Ok(())
+}
+
+fn demo() -> Result<()> {
+    run(Command::new("cargo").args(["build", "--release", "--quiet", "-p", "nanoforge"]))?;
+    let out = std::path::Path::new("demo-out");
+    let esp = out.join("esp/EFI/Boot");
+    std::fs::create_dir_all(&esp)?;
+    std::fs::write(
+        esp.join("README.txt"),
+        "nanoforge demo ESP: stands in for the boot files a Windows image provides.\r\n",
+    )?;
+    let nf = "target/release/nanoforge";
+    run(Command::new(nf).args([
+        "disk",
+        "create",
+        "--size",
+        "10GiB",
+        "--force",
+        "--seed",
+        "demo",
+        "--esp-dir",
+        "demo-out/esp",
+        "-o",
+        "demo-out/demo.vhdx",
+    ]))?;
+    run(Command::new(nf).args(["inspect", "demo-out/demo.vhdx"]))?;
+    Ok(())
+}

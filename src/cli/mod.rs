@@ -1,0 +1,50 @@
+//! Command-line interface: argument parsing and the commands' front ends.
+
+pub mod convert;
+pub mod disk;
+pub mod inspect;
+pub mod progress;
+
+use clap::{Parser, Subcommand};
+
+/// Build bootable Windows Server Nano disk images on Linux: no Windows, no root, no
+/// mounts, and the same bytes from the same inputs.
+#[derive(Debug, Parser)]
+#[command(name = "nanoforge", version, about, long_about = None, propagate_version = true)]
+#[command(after_help = "Examples:
+  nanoforge disk create --size 10GiB --esp-dir ./esp -o lab.vhdx
+  nanoforge convert lab.vhdx lab.img
+  nanoforge inspect lab.vhdx --json")]
+pub struct Cli {
+    /// Print nothing but errors.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, fill and lay out virtual disks.
+    #[command(subcommand)]
+    Disk(disk::DiskCommand),
+    /// Convert a disk image between VHDX, VHD and raw, keeping it sparse.
+    Convert(convert::ConvertArgs),
+    /// Show what a disk image holds: container, partitions, ESP files.
+    Inspect(inspect::InspectArgs),
+}
+
+/// Run the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Disk(c) => disk::run(c, cli.quiet),
+        Command::Convert(a) => convert::run(a, cli.quiet),
+        Command::Inspect(a) => inspect::run(a),
+    }
+}
+
+/// Parse a size argument (`10GiB`, `512MiB`, `4G`).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    crate::core::units::parse_size(s).map_err(|e| e.to_string())
+}

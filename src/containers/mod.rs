@@ -1,0 +1,3 @@
+//! Container base images placed pre-expanded into the host's image store.
+
+pub mod store;

@@ -1,0 +1,5 @@
+//! Build steps that combine formats into images. Each step is planned before anything is
+//! written, then carried out into a temporary output that is renamed when complete.
+
+pub mod disk;
+pub mod seed;
