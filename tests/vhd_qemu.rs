@@ -366,3 +366,61 @@ fn hostile_vhds_give_one_line_errors() {
         }
     }
 }
+
+/// At the VHD limit (2040 GiB) and above the largest CHS geometry (127 GiB), qemu-img and
+/// vhdiinfo see exactly our size, and the first and last sectors hold what we wrote.
+#[test]
+fn largest_sizes_are_exact() {
+    use nanoforge::formats::vhd::MAX_VIRTUAL_SIZE;
+    let dir = tempdir();
+    for (size, dynamic) in [
+        (MAX_VIRTUAL_SIZE, true),
+        (MAX_VIRTUAL_SIZE, false),
+        ((200 << 30) + 512, true),
+    ] {
+        let p = dir.path().join("big.vhd");
+        let mut o = VhdOptions::new(size, Guid::derive(b"big", "vhd"), 0);
+        o.dynamic = dynamic;
+        let mut w = Box::new(VhdWriter::create(open_rw(&p), &o).unwrap());
+        w.write_at(0, &[0x66u8; 512]).unwrap();
+        w.write_at(size - 512, &[0x77u8; 512]).unwrap();
+        w.finish().unwrap();
+        assert_eq!(
+            qemu_info(&p)["virtual-size"].as_u64(),
+            Some(size),
+            "{size} dynamic={dynamic}"
+        );
+        assert!(
+            vhdiinfo(&p).contains(&format!("({size} bytes)")),
+            "{size} dynamic={dynamic}"
+        );
+        let last = (size - 512).to_string();
+        let mid = (size / 2).to_string();
+        for (pattern, offset) in [("0x66", "0"), ("0x77", last.as_str()), ("0", mid.as_str())] {
+            let out = run_ok(
+                tool("qemu-io")
+                    .args([
+                        "-f",
+                        "vpc",
+                        "-c",
+                        &format!("read -P {pattern} {offset} 512"),
+                    ])
+                    .arg(&p),
+            );
+            assert!(
+                !out.contains("failed"),
+                "{size} dynamic={dynamic} at {offset}: {out}"
+            );
+        }
+        let r = VhdReader::open(File::open(&p).unwrap()).unwrap();
+        assert_eq!(r.info().virtual_size, size);
+        let mut b = [0u8; 512];
+        r.read_at(size - 512, &mut b).unwrap();
+        assert_eq!(b, [0x77u8; 512]);
+    }
+    let too_big = VhdOptions::new(MAX_VIRTUAL_SIZE + 512, Guid::ZERO, 0);
+    let err = VhdWriter::create(open_rw(&dir.path().join("x.vhd")), &too_big)
+        .err()
+        .expect("over the limit");
+    assert!(err.to_string().contains("2040 GiB"), "{err}");
+}

@@ -14,16 +14,25 @@
 //! # Which size readers believe
 //!
 //! The footer carries both a CHS geometry and `current_size`, and the geometry's product is
-//! usually smaller than an arbitrary size. qemu's vpc driver (block/vpc.c, `vpc_open`,
-//! qemu 2.6 to 9.x) takes the disk size from the CHS product unless the creator application
-//! is one that is known to size disks by `current_size` — `win ` (Hyper-V), `qem2`,
-//! `d2v `, `CTXS`, `tap\0` — or the geometry is the maximum 65535/16/255; qemu 10 narrowed
-//! the CHS rule to `vpc ` and `qemu` only. Hyper-V always uses `current_size`. We therefore
-//! write creator application `win ` (creator version 10.0, host OS `Wi2k`): both qemu rule
-//! sets and Hyper-V then see exactly `current_size`, our virtual size, whatever the
-//! geometry. The geometry is still computed by the spec's algorithm for BIOS-era guests.
-//! [`VhdReader`] applies qemu 10's rule so it agrees with qemu on qemu's own images (which
-//! say `qemu` and are sized by CHS, or `qem2` with `force_size=on`).
+//! usually smaller than an arbitrary size. qemu's vpc driver (block/vpc.c, `vpc_open` and
+//! the creator-application table above it) takes the disk size from the CHS product unless
+//! the creator application is one known to size disks by `current_size` — `win `
+//! (Hyper-V), `qem2` (qemu with `force_size=on`), `d2v `, `CTXS`, `tap\0` — or the
+//! geometry is the maximum 65535/16/255. That is the rule of the qemu-img 7.2 we test
+//! with; qemu 10.0 inverted it to "CHS only for `vpc ` and `qemu`". The same source notes
+//! that Hyper-V always sizes a VHD by `current_size`.
+//!
+//! We therefore write creator application `win ` (creator version 10.0, host OS `Wi2k`):
+//! it is in the `current_size` set under both qemu rules, it is what Hyper-V itself writes,
+//! and Hyper-V ignores the field, so qemu-img, Hyper-V and libvhdi all see exactly
+//! `current_size`, our virtual size, whatever the geometry. (`qem2` would work for qemu too
+//! but claims a qemu-specific convention.) The geometry is still computed by the spec's
+//! algorithm, for guests that ask the BIOS.
+//!
+//! [`VhdReader`] applies qemu 10's rule: CHS for `vpc ` and `qemu` (unless the geometry is
+//! the maximum), `current_size` otherwise. It agrees with every qemu on qemu's own images
+//! (`qemu`, sized by CHS, or `qem2` with `force_size=on`) and on Hyper-V's; it differs from
+//! qemu-img 7.2 only for creator applications outside the table, where 7.2 uses CHS.
 
 use crate::core::block::{check_range, ReadAt, WriteAt};
 use crate::core::Guid;
@@ -1003,7 +1012,8 @@ mod tests {
 
     #[test]
     fn geometry_follows_the_spec_algorithm() {
-        // 10 MiB: 20480 sectors -> 17 spt, 4 heads, 301 cylinders (qemu-img makes the same).
+        // 10 MiB: 20480 sectors -> 1204 cylinders x heads at 17 spt, 4 heads, 301 cylinders.
+        // (qemu-img instead grows the disk until the geometry covers it: 302/4/17.)
         let g = Geometry::from_size(10 << 20);
         assert_eq!((g.cylinders, g.heads, g.sectors_per_track), (301, 4, 17));
         // 127 GiB and more clamp to the maximum geometry.
@@ -1143,5 +1153,83 @@ mod tests {
                 "{size} {bs}"
             );
         }
+    }
+
+    /// The first 85 bytes of the footer qemu-img 7.2 wrote for
+    /// `qemu-img create -f vpc -o subformat=dynamic t.vhd 10M`; the rest is zero.
+    const QEMU_FOOTER: [u8; 85] = [
+        0x63, 0x6f, 0x6e, 0x65, 0x63, 0x74, 0x69, 0x78, 0x00, 0x00, 0x00, 0x02, 0x00, 0x01, 0x00,
+        0x00, //
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x32, 0x9d, 0x36, 0x12, 0x71, 0x65, 0x6d,
+        0x75, //
+        0x00, 0x05, 0x00, 0x03, 0x57, 0x69, 0x32, 0x6b, 0x00, 0x00, 0x00, 0x00, 0x00, 0xa0, 0x70,
+        0x00, //
+        0x00, 0x00, 0x00, 0x00, 0x00, 0xa0, 0x70, 0x00, 0x01, 0x2e, 0x04, 0x11, 0x00, 0x00, 0x00,
+        0x03, //
+        0xff, 0xff, 0xee, 0x21, 0xa8, 0x7d, 0x42, 0xbc, 0x01, 0x61, 0x49, 0xe0, 0x90, 0xde, 0xc2,
+        0x69, //
+        0x95, 0x11, 0xf1, 0x03, 0x00,
+    ];
+
+    #[test]
+    fn parses_a_footer_written_by_qemu_img() {
+        let mut b = [0u8; FOOTER_SIZE];
+        b[..QEMU_FOOTER.len()].copy_from_slice(&QEMU_FOOTER);
+        let f = Footer::parse(&b, 0).unwrap();
+        assert_eq!(&f.creator_app, b"qemu");
+        assert_eq!(f.data_offset, 512);
+        assert_eq!(f.disk_type, DISK_TYPE_DYNAMIC);
+        assert_eq!(
+            f.geometry,
+            Geometry {
+                cylinders: 302,
+                heads: 4,
+                sectors_per_track: 17
+            }
+        );
+        assert_eq!(f.geometry.sectors() * SECTOR, 10_514_432);
+        assert_eq!(f.current_size, 10_514_432);
+        assert_eq!(
+            f.unique_id.to_string(),
+            "a87d42bc-0161-49e0-90de-c2699511f103"
+        );
+        // Our serialisation of the same fields gives the same bytes, checksum included.
+        assert!(f.to_bytes() == b);
+    }
+
+    #[test]
+    fn clear_bitmap_bits_read_as_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.vhd");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
+        let mut w =
+            Box::new(VhdWriter::create(f, &VhdOptions::new(4 << 20, Guid::ZERO, 0)).unwrap());
+        w.write_at(0, &[9u8; 2048]).unwrap();
+        w.finish().unwrap();
+        // Block 0 sits right after the one-sector BAT; clear the bits of sectors 0 and 2.
+        let block0 = BAT_OFFSET + SECTOR;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
+        f.write_all_at(&[0b0101_1111], block0).unwrap();
+        let r = VhdReader::open(File::open(&p).unwrap()).unwrap();
+        let mut b = vec![1u8; 2048];
+        r.read_at(0, &mut b).unwrap();
+        assert!(b[..512].iter().all(|&x| x == 0));
+        assert!(b[512..1024].iter().all(|&x| x == 9));
+        assert!(b[1024..1536].iter().all(|&x| x == 0));
+        assert!(b[1536..].iter().all(|&x| x == 9));
+        // An unaligned read inside a present sector.
+        let mut c = [0u8; 3];
+        r.read_at(600, &mut c).unwrap();
+        assert_eq!(c, [9, 9, 9]);
     }
 }
