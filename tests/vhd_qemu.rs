@@ -152,6 +152,23 @@ fn check_ours(dynamic: bool) {
     assert_eq!(r.info().virtual_size, SIZE);
     assert_eq!(r.info().creator_app, *b"win ");
     assert!(read_all(&r) == raw);
+    if dynamic {
+        // qemu-img's allocation map (from its reading of our BAT) equals our data ranges.
+        let map = run_ok(tool("qemu-img").args(["map", "-f", "vpc", "--output=json"]).arg(&p));
+        let map: serde_json::Value = serde_json::from_str(&map).unwrap();
+        let mut qemu_ranges: Vec<std::ops::Range<u64>> = Vec::new();
+        for e in map.as_array().unwrap().iter().filter(|e| e["data"] == true) {
+            let start = e["start"].as_u64().unwrap();
+            let end = start + e["length"].as_u64().unwrap();
+            match qemu_ranges.last_mut() {
+                Some(last) if last.end == start => last.end = end,
+                _ => qemu_ranges.push(start..end),
+            }
+        }
+        let ours = r.data_ranges().unwrap();
+        assert_eq!(qemu_ranges, ours, "qemu-img map: {map}");
+        assert_eq!(ours, vec![0..6 * MIB, 20 * MIB..22 * MIB, 36 * MIB..SIZE]);
+    }
 }
 
 #[test]

@@ -114,9 +114,14 @@ pub struct RawWriter {
 }
 
 impl RawWriter {
-    /// Take `file` (opened for writing, normally empty) and make it a sparse file of
-    /// `virtual_size` bytes.
+    /// Take `file` (opened for writing), drop its old contents and make it a sparse file
+    /// of `virtual_size` bytes.
     pub fn create(file: File, virtual_size: u64) -> Result<Self, Error> {
+        file.set_len(0).map_err(|source| Error::Io {
+            action: "empty the file",
+            offset: 0,
+            source,
+        })?;
         file.set_len(virtual_size).map_err(|source| Error::Io {
             action: "extend the file to the virtual size",
             offset: virtual_size,
