@@ -154,7 +154,11 @@ fn check_ours(dynamic: bool) {
     assert!(read_all(&r) == raw);
     if dynamic {
         // qemu-img's allocation map (from its reading of our BAT) equals our data ranges.
-        let map = run_ok(tool("qemu-img").args(["map", "-f", "vpc", "--output=json"]).arg(&p));
+        let map = run_ok(
+            tool("qemu-img")
+                .args(["map", "-f", "vpc", "--output=json"])
+                .arg(&p),
+        );
         let map: serde_json::Value = serde_json::from_str(&map).unwrap();
         let mut qemu_ranges: Vec<std::ops::Range<u64>> = Vec::new();
         for e in map.as_array().unwrap().iter().filter(|e| e["data"] == true) {
