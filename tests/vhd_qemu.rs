@@ -131,9 +131,24 @@ fn check_ours(dynamic: bool) {
     let len = std::fs::metadata(&p).unwrap().len();
     if dynamic {
         // Blocks holding non-zero data: 0, 1 and 2 (the write across 4 MiB), 10 and 18
-        // (the last). Metadata: footer copy, header, BAT of 19 entries in one sector; then
-        // 5 blocks of bitmap + 2 MiB; then the footer.
-        assert_eq!(len, 512 + 1024 + 512 + 5 * (512 + 2 * MIB) + 512);
+        // (the last). Metadata: footer copy, header, BAT of 19 entries in one sector, up to
+        // 0x800; each block is then a 512-byte bitmap ending on a 4 KiB boundary and 2 MiB
+        // of data; then the footer.
+        assert_eq!(len, 4096 + 5 * 2 * MIB + 4 * 4096 + 512);
+        let bytes = read(&p);
+        let bat: Vec<u32> = bytes[0x600..0x600 + 19 * 4]
+            .chunks(4)
+            .map(|c| u32::from_be_bytes(c.try_into().unwrap()))
+            .collect();
+        let allocated: Vec<usize> = (0..19).filter(|&i| bat[i] != u32::MAX).collect();
+        assert_eq!(allocated, vec![0, 1, 2, 10, 18]);
+        for i in allocated {
+            assert_eq!(
+                (u64::from(bat[i]) * 512 + 512) % 4096,
+                0,
+                "block {i} data not 4 KiB-aligned"
+            );
+        }
         let head = read(&p);
         assert_eq!(
             head[..512],
