@@ -66,9 +66,10 @@ const FIXED_DATA_OFFSET: u64 = u64::MAX;
 const DYNAMIC_DATA_OFFSET: u64 = u64::MAX;
 /// A BAT entry of a block that is not allocated.
 const BAT_UNUSED: u32 = 0xFFFF_FFFF;
-/// File alignment of each block's data (its sector bitmap sits just before): Hyper-V
-/// creates 4 KiB-aligned VHDs since Windows Server 2012 so that guest I/O on 4K-sector
-/// storage needs no read-modify-write ("Hyper-V storage I/O performance", VHD format).
+/// File alignment of each block's data (its sector bitmap sits just before): Hyper-V has
+/// made 4 KiB-aligned VHDs since Windows Server 2012 so guest I/O on 512e/4K-native storage
+/// needs no read-modify-write (Microsoft, "Hyper-V Support for Large Sector Disks
+/// Overview"); the unused bytes before each bitmap stay a hole.
 const DATA_ALIGNMENT: u64 = 4096;
 
 const DISK_TYPE_FIXED: u32 = 2;
