@@ -168,7 +168,11 @@ pub fn open(path: &Path, format: Option<ImageFormat>) -> io::Result<OpenImage> {
             let i = r.info();
             let info = ContainerInfo {
                 format,
-                subformat: if i.dynamic { "dynamic" } else { "fixed" }.into(),
+                subformat: match i.disk_type {
+                    vhd::DiskType::Dynamic => "dynamic",
+                    vhd::DiskType::Fixed => "fixed",
+                }
+                .into(),
                 virtual_size: i.virtual_size,
                 file_size,
                 allocated_bytes,

@@ -17,7 +17,7 @@ pub trait ReadAt {
     /// Ranges that may hold non-zero data, sorted and disjoint. Everything else reads as
     /// zeros. The default is the whole disk.
     fn data_ranges(&self) -> io::Result<Vec<Range<u64>>> {
-        Ok(vec![0..self.size()])
+        Ok(std::iter::once(0..self.size()).collect())
     }
 }
 

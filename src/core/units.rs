@@ -76,7 +76,7 @@ impl fmt::Display for Bytes {
         let v = self.0;
         for (unit, div) in [("TiB", TIB), ("GiB", GIB), ("MiB", MIB), ("KiB", KIB)] {
             if v >= div {
-                return if v % div == 0 {
+                return if v.is_multiple_of(div) {
                     write!(f, "{} {unit}", v / div)
                 } else {
                     write!(f, "{:.2} {unit}", v as f64 / div as f64)

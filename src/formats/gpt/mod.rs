@@ -143,14 +143,14 @@ pub fn plan_windows_layout(req: &WindowsLayoutRequest, seed: &[u8]) -> Result<Gp
     if ss != 512 && ss != 4096 {
         return Err(Error::SectorSize(ss));
     }
-    if req.disk_size % ss != 0 {
+    if !req.disk_size.is_multiple_of(ss) {
         return Err(Error::Unaligned {
             size: req.disk_size,
             sector: ss,
         });
     }
     for (what, v) in [("ESP", req.esp_size), ("MSR", req.msr_size)] {
-        if v == 0 || v % ALIGNMENT != 0 {
+        if v == 0 || !v.is_multiple_of(ALIGNMENT) {
             return Err(Error::BadPartition(
                 what.into(),
                 format!("size {v} must be a non-zero multiple of 1 MiB"),
