@@ -178,8 +178,8 @@ impl Header {
         let b = &b[..HEADER_SIZE];
         if &b[..4] != HEADER_SIGNATURE {
             return Err(bad(format!(
-                "expected signature 'head', found {:02x?}",
-                &b[..4]
+                "expected signature 'head', found '{}'",
+                b[..4].escape_ascii()
             )));
         }
         let stored = le32(b, HDR_CHECKSUM);
@@ -257,8 +257,8 @@ pub fn decode_region_table(b: &[u8], offset: u64) -> Result<Vec<RegionTableEntry
     let b = &b[..REGION_TABLE_SIZE];
     if &b[..4] != REGION_SIGNATURE {
         return Err(bad(format!(
-            "expected signature 'regi', found {:02x?}",
-            &b[..4]
+            "expected signature 'regi', found '{}'",
+            b[..4].escape_ascii()
         )));
     }
     let stored = le32(b, RT_CHECKSUM);
@@ -333,8 +333,8 @@ pub fn decode_metadata_table(b: &[u8], offset: u64) -> Result<Vec<MetadataTableE
     }
     if &b[..8] != METADATA_SIGNATURE {
         return Err(bad(format!(
-            "expected signature 'metadata', found {:02x?}",
-            &b[..8]
+            "expected signature 'metadata', found '{}'",
+            b[..8].escape_ascii()
         )));
     }
     let count = le16(b, MT_ENTRY_COUNT);

@@ -99,7 +99,10 @@ impl VhdxReader {
             return Err(corrupt(
                 "file identifier",
                 FILE_ID_OFFSET,
-                format!("expected signature 'vhdxfile', found {id:02x?}; this is not a VHDX file"),
+                format!(
+                    "expected signature 'vhdxfile', found '{}'; this is not a VHDX file",
+                    id.escape_ascii()
+                ),
             ));
         }
 
@@ -237,7 +240,11 @@ fn check_log(file: &File, file_len: u64, h: &Header, spans: &mut Vec<Span>) -> R
     }
     let length = u64::from(h.log_length);
     let end = at.checked_add(length);
-    if at < HEADER_SECTION_SIZE || !at.is_multiple_of(ALIGNMENT) || !length.is_multiple_of(ALIGNMENT) || end.is_none() {
+    if at < HEADER_SECTION_SIZE
+        || !at.is_multiple_of(ALIGNMENT)
+        || !length.is_multiple_of(ALIGNMENT)
+        || end.is_none()
+    {
         return Err(corrupt(
             "log",
             at,
@@ -353,7 +360,10 @@ fn region_table(
         }
         let length = u64::from(e.length);
         let end = e.file_offset.checked_add(length);
-        if !e.file_offset.is_multiple_of(ALIGNMENT) || !length.is_multiple_of(ALIGNMENT) || length == 0 || end.is_none()
+        if !e.file_offset.is_multiple_of(ALIGNMENT)
+            || !length.is_multiple_of(ALIGNMENT)
+            || length == 0
+            || end.is_none()
         {
             return Err(corrupt(
                 "region table",
@@ -454,14 +464,16 @@ fn metadata(file: &File, file_len: u64, rt: &RegionTableEntry) -> Result<Metadat
                 ))
             }
             Some(k) => items[k] = Some(*e),
-            None if e.is_required => return Err(Error::Unsupported {
-                structure: "metadata table",
-                offset: at,
-                detail: format!(
+            None if e.is_required => {
+                return Err(Error::Unsupported {
+                    structure: "metadata table",
+                    offset: at,
+                    detail: format!(
                     "unknown required metadata item {}; this reader cannot read the disk safely",
                     e.item_id
                 ),
-            }),
+                })
+            }
             None => {}
         }
     }
@@ -526,7 +538,9 @@ fn metadata(file: &File, file_len: u64, rt: &RegionTableEntry) -> Result<Metadat
     let physical_sector_size = sector(4)?;
     let (vs, vs_at) = item(1, 8)?;
     let virtual_size = le64(&vs, 0);
-    if virtual_size > MAX_VIRTUAL_SIZE || !virtual_size.is_multiple_of(u64::from(logical_sector_size)) {
+    if virtual_size > MAX_VIRTUAL_SIZE
+        || !virtual_size.is_multiple_of(u64::from(logical_sector_size))
+    {
         return Err(corrupt(
             "virtual disk size",
             vs_at,
@@ -625,39 +639,40 @@ fn read_bat(
             let at = rt.file_offset + e_index * 8;
             let state = bat_state(e);
             let is_bitmap = g.is_bitmap_entry(e_index);
-            let len =
-                if is_bitmap {
-                    if state != SB_BLOCK_NOT_PRESENT && state != SB_BLOCK_PRESENT {
+            let len = if is_bitmap {
+                if state != SB_BLOCK_NOT_PRESENT && state != SB_BLOCK_PRESENT {
+                    return Err(corrupt(
+                        "BAT",
+                        at,
+                        format!("sector bitmap entry {e_index} has unknown state {state}"),
+                    ));
+                }
+                bitmaps.push(e);
+                (state == SB_BLOCK_PRESENT).then_some(SECTOR_BITMAP_BLOCK_SIZE)
+            } else {
+                let block = payload.len() as u64;
+                match state {
+                    PAYLOAD_BLOCK_NOT_PRESENT
+                    | PAYLOAD_BLOCK_UNDEFINED
+                    | PAYLOAD_BLOCK_ZERO
+                    | PAYLOAD_BLOCK_UNMAPPED
+                    | PAYLOAD_BLOCK_UNMAPPED_V095 => {}
+                    PAYLOAD_BLOCK_FULLY_PRESENT | PAYLOAD_BLOCK_PARTIALLY_PRESENT => {}
+                    _ => {
                         return Err(corrupt(
-                            "BAT",
-                            at,
-                            format!("sector bitmap entry {e_index} has unknown state {state}"),
-                        ));
-                    }
-                    bitmaps.push(e);
-                    (state == SB_BLOCK_PRESENT).then_some(SECTOR_BITMAP_BLOCK_SIZE)
-                } else {
-                    let block = payload.len() as u64;
-                    match state {
-                        PAYLOAD_BLOCK_NOT_PRESENT
-                        | PAYLOAD_BLOCK_UNDEFINED
-                        | PAYLOAD_BLOCK_ZERO
-                        | PAYLOAD_BLOCK_UNMAPPED
-                        | PAYLOAD_BLOCK_UNMAPPED_V095 => {}
-                        PAYLOAD_BLOCK_FULLY_PRESENT | PAYLOAD_BLOCK_PARTIALLY_PRESENT => {}
-                        _ => return Err(corrupt(
                             "BAT",
                             at,
                             format!(
                                 "payload entry {e_index} (block {block}) has unknown state {state}"
                             ),
-                        )),
+                        ))
                     }
-                    payload.push(e);
-                    // A short last block need only exist up to the end of the virtual disk (qemu
-                    // once wrote such files).
-                    (state >= PAYLOAD_BLOCK_FULLY_PRESENT).then(|| g.block_len(block))
-                };
+                }
+                payload.push(e);
+                // A short last block need only exist up to the end of the virtual disk (qemu
+                // once wrote such files).
+                (state >= PAYLOAD_BLOCK_FULLY_PRESENT).then(|| g.block_len(block))
+            };
             if let Some(len) = len {
                 let start = bat_file_offset(e);
                 let end = start + len;
@@ -747,5 +762,111 @@ impl ReadAt for VhdxReader {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::block::WriteAt;
+    use crate::core::checksum::crc32c_with_zeroed_field;
+    use crate::formats::vhdx::{VhdxOptions, VhdxWriter};
+
+    fn make(opts: &VhdxOptions, writes: &[(u64, Vec<u8>)]) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let mut w = Box::new(VhdxWriter::create(f.reopen().unwrap(), opts).unwrap());
+        for (at, d) in writes {
+            w.write_at(*at, d).unwrap();
+        }
+        w.finish().unwrap();
+        f
+    }
+
+    fn put64(f: &File, at: u64, v: u64) {
+        f.write_all_at(&v.to_le_bytes(), at).unwrap();
+    }
+
+    #[test]
+    fn partially_present_block_reads_through_its_sector_bitmap() {
+        // 512-byte sectors and 256 MiB blocks: chunk ratio 16, so with 17 blocks BAT entry 16
+        // is chunk 0's sector bitmap entry.
+        let opts = VhdxOptions {
+            block_size: 256 << 20,
+            ..VhdxOptions::new((4 << 30) + 512, b"partial")
+        };
+        let t = make(&opts, &[(0, vec![0xAA; 4096])]);
+        let f = t.reopen().unwrap();
+        let len = f.metadata().unwrap().len();
+        let bat = 3 * MIB;
+        let block0 = le64(&read_struct(&f, len, "BAT", bat, 8).unwrap(), 0);
+        put64(
+            &f,
+            bat,
+            bat_file_offset(block0) | u64::from(PAYLOAD_BLOCK_PARTIALLY_PRESENT),
+        );
+        put64(&f, bat + 16 * 8, len | u64::from(SB_BLOCK_PRESENT));
+        f.set_len(len + MIB).unwrap();
+        // Sectors 1 and 3 present.
+        f.write_all_at(&[0b1010], len).unwrap();
+
+        let r = VhdxReader::open(t.reopen().unwrap()).unwrap();
+        let mut b = vec![0xFFu8; 4096];
+        r.read_at(0, &mut b).unwrap();
+        let want = |i: usize| {
+            if (512..1024).contains(&i) || (1536..2048).contains(&i) {
+                0xAA
+            } else {
+                0
+            }
+        };
+        assert!(b.iter().enumerate().all(|(i, &v)| v == want(i)));
+        let mut b = vec![0xFFu8; 1300];
+        r.read_at(700, &mut b).unwrap();
+        assert!(b.iter().enumerate().all(|(i, &v)| v == want(i + 700)));
+        assert_eq!(r.data_ranges().unwrap(), vec![0..256 << 20]);
+    }
+
+    #[test]
+    fn the_header_with_the_larger_sequence_number_wins() {
+        let opts = VhdxOptions::new(8 << 20, b"headers");
+        let t = make(&opts, &[]);
+        let f = t.reopen().unwrap();
+        let mut h = read_struct(&f, 8 << 20, "header", HEADER1_OFFSET, HEADER_SIZE).unwrap();
+        h[8..16].copy_from_slice(&9u64.to_le_bytes());
+        let other = Guid::derive(b"x", "y");
+        h[16..32].copy_from_slice(&other.to_mixed_endian());
+        let crc = crc32c_with_zeroed_field(&h, 4);
+        h[4..8].copy_from_slice(&crc.to_le_bytes());
+        f.write_all_at(&h, HEADER1_OFFSET).unwrap();
+        let r = VhdxReader::open(t.reopen().unwrap()).unwrap();
+        assert_eq!(r.info().file_write_guid, other);
+        // Unchanged files report the writer's GUIDs (header 2, sequence 2, is current).
+        let t = make(&opts, &[]);
+        assert_eq!(
+            VhdxReader::open(t.reopen().unwrap())
+                .unwrap()
+                .info()
+                .file_write_guid,
+            opts.file_write_guid
+        );
+    }
+
+    #[test]
+    fn zero_and_unmapped_blocks_read_as_zeros_and_hold_no_data() {
+        let opts = VhdxOptions::new(8 << 20, b"zero");
+        let t = make(&opts, &[(0, vec![7; 512]), (1 << 20, vec![8; 512])]);
+        let f = t.reopen().unwrap();
+        put64(&f, 3 * MIB, u64::from(PAYLOAD_BLOCK_ZERO));
+        put64(
+            &f,
+            3 * MIB + 8,
+            (5 << 20) | u64::from(PAYLOAD_BLOCK_UNMAPPED),
+        );
+        let r = VhdxReader::open(t.reopen().unwrap()).unwrap();
+        let mut b = vec![1u8; 2 << 20];
+        r.read_at(0, &mut b).unwrap();
+        assert!(b.iter().all(|&v| v == 0));
+        assert!(r.data_ranges().unwrap().is_empty());
+        assert!(r.read_at((8 << 20) - 1, &mut [0u8; 2]).is_err());
     }
 }

@@ -106,7 +106,10 @@ impl VhdxOptions {
                 self.virtual_size
             ));
         }
-        if !self.virtual_size.is_multiple_of(u64::from(self.logical_sector_size)) {
+        if !self
+            .virtual_size
+            .is_multiple_of(u64::from(self.logical_sector_size))
+        {
             return bad(format!(
                 "virtual size {} is not a multiple of the {}-byte logical sector size",
                 self.virtual_size, self.logical_sector_size
