@@ -623,9 +623,43 @@ fn read_bat(
     }
     let mut payload = Vec::with_capacity(g.data_blocks as usize);
     let mut bitmaps = Vec::with_capacity(g.data_blocks.div_ceil(g.chunk_ratio) as usize);
+    // The last chunk's sector bitmap entry lies past the last payload entry. A dynamic disk
+    // needs none, but when the region holds it (as in a differencing-style BAT) it is read too,
+    // so a partially present block in the last chunk still finds its bitmap.
+    let with_last_bitmap = g.data_blocks.div_ceil(g.chunk_ratio) * (g.chunk_ratio + 1);
+    let total = if u64::from(rt.length) / 8 >= with_last_bitmap {
+        with_last_bitmap
+    } else {
+        g.bat_entries
+    };
+    // A block at `start..start + len` named by the BAT entry at `at` must lie inside the file
+    // and clear of the header section, log, BAT and metadata.
+    let check_extent = |start: u64, len: u64, at: u64, what: String| -> Result<(), Error> {
+        let end = start + len;
+        if end > file_len {
+            return Err(corrupt(
+                "BAT",
+                at,
+                format!(
+                    "{what} points to {start:#x}..{end:#x}, past the end of the file at {file_len:#x}; the file is truncated"
+                ),
+            ));
+        }
+        if let Some(s) = spans.iter().find(|s| start < s.end && s.start < end) {
+            return Err(corrupt(
+                "BAT",
+                at,
+                format!(
+                    "{what} points to {start:#x}..{end:#x}, inside the {} {:#x}..{:#x}",
+                    s.name, s.start, s.end
+                ),
+            ));
+        }
+        Ok(())
+    };
     let mut index = 0u64;
-    while index < g.bat_entries {
-        let n = (g.bat_entries - index).min(BAT_READ_CHUNK / 8);
+    while index < total {
+        let n = (total - index).min(BAT_READ_CHUNK / 8);
         let chunk = read_struct(
             file,
             file_len,
@@ -638,82 +672,73 @@ fn read_bat(
             let e_index = index + i as u64;
             let at = rt.file_offset + e_index * 8;
             let state = bat_state(e);
-            let is_bitmap = g.is_bitmap_entry(e_index);
-            let len = if is_bitmap {
-                if state != SB_BLOCK_NOT_PRESENT && state != SB_BLOCK_PRESENT {
-                    return Err(corrupt(
-                        "BAT",
-                        at,
-                        format!("sector bitmap entry {e_index} has unknown state {state}"),
-                    ));
-                }
+            if g.is_bitmap_entry(e_index) {
+                // Checked below, and only where a partially present block needs it: a dynamic
+                // or fixed disk never uses these entries (and some writers leave junk in them).
                 bitmaps.push(e);
-                (state == SB_BLOCK_PRESENT).then_some(SECTOR_BITMAP_BLOCK_SIZE)
-            } else {
-                let block = payload.len() as u64;
-                match state {
-                    PAYLOAD_BLOCK_NOT_PRESENT
-                    | PAYLOAD_BLOCK_UNDEFINED
-                    | PAYLOAD_BLOCK_ZERO
-                    | PAYLOAD_BLOCK_UNMAPPED
-                    | PAYLOAD_BLOCK_UNMAPPED_V095 => {}
-                    PAYLOAD_BLOCK_FULLY_PRESENT | PAYLOAD_BLOCK_PARTIALLY_PRESENT => {}
-                    _ => {
-                        return Err(corrupt(
-                            "BAT",
-                            at,
-                            format!(
-                                "payload entry {e_index} (block {block}) has unknown state {state}"
-                            ),
-                        ))
-                    }
+                continue;
+            }
+            if payload.len() as u64 == g.data_blocks {
+                // Padding entries of the last chunk, past the end of the virtual disk.
+                continue;
+            }
+            let block = payload.len() as u64;
+            match state {
+                PAYLOAD_BLOCK_NOT_PRESENT
+                | PAYLOAD_BLOCK_UNDEFINED
+                | PAYLOAD_BLOCK_ZERO
+                | PAYLOAD_BLOCK_UNMAPPED
+                | PAYLOAD_BLOCK_UNMAPPED_V095 => {}
+                PAYLOAD_BLOCK_FULLY_PRESENT | PAYLOAD_BLOCK_PARTIALLY_PRESENT => {
+                    // A short last block need only exist up to the end of the virtual disk
+                    // (qemu once wrote such files).
+                    check_extent(
+                        bat_file_offset(e),
+                        g.block_len(block),
+                        at,
+                        format!("entry {e_index} (block {block})"),
+                    )?;
                 }
-                payload.push(e);
-                // A short last block need only exist up to the end of the virtual disk (qemu
-                // once wrote such files).
-                (state >= PAYLOAD_BLOCK_FULLY_PRESENT).then(|| g.block_len(block))
-            };
-            if let Some(len) = len {
-                let start = bat_file_offset(e);
-                let end = start + len;
-                if end > file_len {
+                _ => {
                     return Err(corrupt(
                         "BAT",
                         at,
                         format!(
-                            "entry {e_index} points to {start:#x}..{end:#x}, past the end of the file at {file_len:#x}; the file is truncated"
+                            "payload entry {e_index} (block {block}) has unknown state {state}"
                         ),
-                    ));
-                }
-                if let Some(s) = spans.iter().find(|s| start < s.end && s.start < end) {
-                    return Err(corrupt(
-                        "BAT",
-                        at,
-                        format!(
-                            "entry {e_index} points to {start:#x}..{end:#x}, inside the {} {:#x}..{:#x}",
-                            s.name, s.start, s.end
-                        ),
-                    ));
+                    ))
                 }
             }
+            payload.push(e);
         }
         index += n;
     }
+    let mut checked_chunk = None;
     for (block, &e) in payload.iter().enumerate() {
-        if bat_state(e) == PAYLOAD_BLOCK_PARTIALLY_PRESENT {
-            let chunk = block as u64 / g.chunk_ratio;
-            // The last chunk's bitmap entry may lie past the last BAT entry; then it is absent.
-            let has_bitmap = bitmaps
-                .get(chunk as usize)
-                .is_some_and(|&b| bat_state(b) == SB_BLOCK_PRESENT);
-            if !has_bitmap {
+        if bat_state(e) != PAYLOAD_BLOCK_PARTIALLY_PRESENT {
+            continue;
+        }
+        let chunk = block as u64 / g.chunk_ratio;
+        if checked_chunk == Some(chunk) {
+            continue;
+        }
+        let at = rt.file_offset + ((chunk + 1) * (g.chunk_ratio + 1) - 1) * 8;
+        match bitmaps.get(chunk as usize) {
+            Some(&b) if bat_state(b) == SB_BLOCK_PRESENT => check_extent(
+                bat_file_offset(b),
+                SECTOR_BITMAP_BLOCK_SIZE,
+                at,
+                format!("sector bitmap entry of chunk {chunk}"),
+            )?,
+            _ => {
                 return Err(corrupt(
                     "BAT",
                     rt.file_offset + g.payload_index(block as u64) * 8,
                     format!("block {block} is partially present but its chunk {chunk} has no sector bitmap block"),
-                ));
+                ))
             }
         }
+        checked_chunk = Some(chunk);
     }
     Ok((payload, bitmaps))
 }

@@ -376,5 +376,19 @@ pub fn cases() -> Vec<Case> {
             mutate: |b| put64(b, BAT, (4 << 20) | 7),
             expect: Some(&["BAT", "sector bitmap"]),
         },
+        Case {
+            name: "sector bitmap block past the end of the file",
+            mutate: |b| {
+                // Chunk 0's sector bitmap entry follows its 4096 payload entries.
+                put64(b, BAT, (4 << 20) | 7);
+                put64(b, BAT + 4096 * 8, (1 << 40) | 6);
+            },
+            expect: Some(&["BAT", "sector bitmap entry of chunk 0", "past the end of the file"]),
+        },
+        Case {
+            name: "junk in an unused sector bitmap entry is ignored",
+            mutate: |b| put64(b, BAT + 4096 * 8, (1 << 40) | 5),
+            expect: None,
+        },
     ]
 }
