@@ -71,7 +71,7 @@ pub const PAYLOAD_BLOCK_UNMAPPED: u8 = 3;
 pub const PAYLOAD_BLOCK_UNMAPPED_V095: u8 = 5;
 pub const PAYLOAD_BLOCK_FULLY_PRESENT: u8 = 6;
 pub const PAYLOAD_BLOCK_PARTIALLY_PRESENT: u8 = 7;
-pub const SB_BLOCK_NOT_PRESENT: u8 = 0;
+/// A sector bitmap entry is present (6) or not (0, what our writer leaves).
 pub const SB_BLOCK_PRESENT: u8 = 6;
 
 /// A BAT entry: State in bits 0-2, FileOffsetMB in bits 20-63 (2.5.1).

@@ -383,7 +383,11 @@ pub fn cases() -> Vec<Case> {
                 put64(b, BAT, (4 << 20) | 7);
                 put64(b, BAT + 4096 * 8, (1 << 40) | 6);
             },
-            expect: Some(&["BAT", "sector bitmap entry of chunk 0", "past the end of the file"]),
+            expect: Some(&[
+                "BAT",
+                "sector bitmap entry of chunk 0",
+                "past the end of the file",
+            ]),
         },
         Case {
             name: "junk in an unused sector bitmap entry is ignored",
