@@ -464,3 +464,80 @@ fn random_corruption_of_the_metadata_never_panics() {
         }
     }
 }
+
+#[test]
+fn a_log_left_to_replay_reads_as_qemu_replays_it() {
+    let dir = tempdir();
+    let base_path = dir.path().join("base.vhdx");
+    hostile::write_base(&base_path);
+    let mut bytes = read(&base_path);
+    // A crash after the file grew by one block but before the BAT update reached the BAT:
+    // entry 10 points block 1 at 0x600000, entry 11 fills its first 4 KiB and zeros the first
+    // 4 KiB of block 5.
+    bytes.resize(0x700000, 0);
+    hostile::set_log_guid(&mut bytes);
+    let bat_at = 0x300000;
+    let mut bat = bytes[bat_at..bat_at + 4096].to_vec();
+    bat[8..16].copy_from_slice(&((6u64 << 20) | 6).to_le_bytes());
+    let sector = pattern(77, 4096);
+    let n = hostile::put_log_entry(
+        &mut bytes,
+        0,
+        10,
+        0,
+        0x700000,
+        0x700000,
+        &[hostile::Desc::Data {
+            file_offset: bat_at as u64,
+            sector: bat,
+        }],
+    );
+    hostile::put_log_entry(
+        &mut bytes,
+        n,
+        11,
+        0,
+        0x700000,
+        0x700000,
+        &[
+            hostile::Desc::Data {
+                file_offset: 0x600000,
+                sector: sector.clone(),
+            },
+            hostile::Desc::Zero {
+                file_offset: 0x500000,
+                len: 4096,
+            },
+        ],
+    );
+    let dirty = dir.path().join("dirty.vhdx");
+    std::fs::write(&dirty, &bytes).unwrap();
+
+    let mut want = vec![0u8; 8 << 20];
+    want[..4096].fill(0x11);
+    want[MIB as usize..MIB as usize + 4096].copy_from_slice(&sector);
+    let r = VhdxReader::open(File::open(&dirty).unwrap()).unwrap();
+    assert!(r.log_replayed());
+    assert_same("our in-memory replay", &read_all(&r), &want);
+    assert!(read(&dirty) == bytes, "the reader wrote to the file");
+
+    // qemu refuses the dirty file read-only, replays it with `check -r all`, and then agrees.
+    let replayed = dir.path().join("replayed.vhdx");
+    std::fs::copy(&dirty, &replayed).unwrap();
+    let out = run(tool("qemu-img").args(["info", "-f", "vhdx"]).arg(&replayed));
+    assert!(
+        !out.status.success(),
+        "qemu-img opened a VHDX with a log to replay read-only"
+    );
+    run_ok(
+        tool("qemu-img")
+            .args(["check", "-r", "all", "-f", "vhdx"])
+            .arg(&replayed),
+    );
+    qemu_check(&replayed);
+    let raw = qemu_to_raw(&replayed, &dir.path().join("r.raw"));
+    assert_same("qemu's replay", &raw, &want);
+    let r = VhdxReader::open(File::open(&replayed).unwrap()).unwrap();
+    assert!(!r.log_replayed());
+    assert_same("our reader after qemu's replay", &read_all(&r), &want);
+}

@@ -5,9 +5,10 @@
 //! [`VhdxWriter`] produces dynamic or fixed disks (never differencing), streaming: data blocks are
 //! placed at the end of the file as they are first written and the BAT is written last.
 //! [`VhdxReader`] reads dynamic and fixed disks written by us, qemu-img and Hyper-V; it refuses
-//! differencing disks and disks whose log still holds entries to replay.
+//! differencing disks, and replays a non-empty log in memory (never writing to the file).
 
 mod layout;
+mod log;
 mod reader;
 mod writer;
 
@@ -65,16 +66,6 @@ pub enum Error {
         parent.as_deref().map(|p| format!("'{p}'")).unwrap_or_else(|| "not named by its parent locator".into())
     )]
     Differencing { offset: u64, parent: Option<String> },
-    /// The log holds entries not yet applied to the file.
-    #[error(
-        "VHDX log at {offset:#x}: the log holds {entries} valid entries not yet replayed (LogGuid {log_guid}); \
-         open the disk read-write once in Hyper-V or run `qemu-img check -r all` on it, then try again"
-    )]
-    DirtyLog {
-        offset: u64,
-        entries: u64,
-        log_guid: Guid,
-    },
     /// Writer options out of range.
     #[error("VHDX options: {0}")]
     Options(String),

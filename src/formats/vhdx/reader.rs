@@ -6,30 +6,24 @@
 //! each present block must lie inside the file and outside those regions.
 
 use super::layout::*;
+use super::log::{replay, Source};
 use super::{io_err, Error, VhdxInfo};
 use crate::core::block::{check_range, ReadAt};
-use crate::core::checksum::crc32c_with_zeroed_field;
 use crate::core::Guid;
 use std::fs::File;
 use std::io;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 
 /// The BAT is read in pieces of this size.
 const BAT_READ_CHUNK: u64 = MIB;
-/// Log entries are 4 KiB aligned (2.3.1); a log entry header is 64 bytes.
-const LOG_SECTOR: u64 = 4096;
-const LOG_ENTRY_HEADER_SIZE: usize = 64;
-/// A log entry larger than this is not read to verify its checksum: it cannot be a real entry
-/// (the log itself is at most a few MiB in practice) and would cost memory.
-const MAX_LOG_ENTRY_LENGTH: u32 = 64 << 20;
 /// Parent locators beyond this size are not decoded (real ones hold a few paths).
 const MAX_PARENT_LOCATOR_LENGTH: u32 = 64 * 1024;
 
 /// An open VHDX disk.
 #[derive(Debug)]
 pub struct VhdxReader {
-    file: File,
+    /// The file with the log replayed over it.
+    src: Source,
     info: VhdxInfo,
     geometry: Geometry,
     /// Payload block BAT entries, one per block. At most 64 Mi entries (64 TiB in 1 MiB
@@ -56,26 +50,26 @@ fn corrupt(structure: &'static str, offset: u64, detail: String) -> Error {
 
 /// Read `len` bytes at `offset`, or say which structure the file is too short for.
 fn read_struct(
-    file: &File,
-    file_len: u64,
+    src: &Source,
     structure: &'static str,
     offset: u64,
     len: usize,
 ) -> Result<Vec<u8>, Error> {
     match offset.checked_add(len as u64) {
-        Some(end) if end <= file_len => {}
+        Some(end) if end <= src.len => {}
         _ => {
             return Err(corrupt(
                 structure,
                 offset,
                 format!(
-                    "needs {len} bytes but the file ends at {file_len:#x}; the file is truncated"
+                    "needs {len} bytes but the file ends at {:#x}; the file is truncated",
+                    src.len
                 ),
             ))
         }
     }
     let mut b = vec![0u8; len];
-    file.read_exact_at(&mut b, offset)
+    src.read(offset, &mut b)
         .map_err(io_err(format!("reading the {structure} at {offset:#x}")))?;
     Ok(b)
 }
@@ -83,10 +77,8 @@ fn read_struct(
 impl VhdxReader {
     /// Open and validate a VHDX file.
     pub fn open(file: File) -> Result<VhdxReader, Error> {
-        let file_len = file
-            .metadata()
-            .map_err(io_err("reading the file size"))?
-            .len();
+        let mut src = Source::new(file)?;
+        let file_len = src.len;
         if file_len < HEADER_SECTION_SIZE {
             return Err(corrupt(
                 "file identifier",
@@ -94,7 +86,7 @@ impl VhdxReader {
                 format!("the file is {file_len} bytes, a VHDX starts with a 1 MiB header section; it is truncated or not a VHDX"),
             ));
         }
-        let id = read_struct(&file, file_len, "file identifier", FILE_ID_OFFSET, 8)?;
+        let id = read_struct(&src, "file identifier", FILE_ID_OFFSET, 8)?;
         if id != FILE_SIGNATURE {
             return Err(corrupt(
                 "file identifier",
@@ -106,18 +98,18 @@ impl VhdxReader {
             ));
         }
 
-        let header = current_header(&file, file_len)?;
+        let header = current_header(&src)?;
         let mut spans = vec![Span {
             start: 0,
             end: HEADER_SECTION_SIZE,
             name: "header section",
         }];
-        check_log(&file, file_len, &header, &mut spans)?;
+        check_log(&mut src, &header, &mut spans)?;
 
-        let (bat_rt, metadata_rt) = region_table(&file, file_len, &mut spans)?;
-        let meta = metadata(&file, file_len, &metadata_rt)?;
+        let (bat_rt, metadata_rt) = region_table(&src, &mut spans)?;
+        let meta = metadata(&src, &metadata_rt)?;
         let geometry = Geometry::new(meta.virtual_size, meta.block_size, meta.logical_sector_size);
-        let (payload, bitmaps) = read_bat(&file, file_len, &bat_rt, &geometry, &spans)?;
+        let (payload, bitmaps) = read_bat(&src, &bat_rt, &geometry, &spans)?;
 
         let info = VhdxInfo {
             virtual_size: meta.virtual_size,
@@ -131,7 +123,7 @@ impl VhdxReader {
             page83: meta.page83,
         };
         Ok(VhdxReader {
-            file,
+            src,
             info,
             geometry,
             payload,
@@ -142,6 +134,11 @@ impl VhdxReader {
     /// What the metadata says about this disk.
     pub fn info(&self) -> VhdxInfo {
         self.info.clone()
+    }
+
+    /// Whether the file's log held entries, now replayed in memory (the file is untouched).
+    pub fn log_replayed(&self) -> bool {
+        self.src.replayed()
     }
 
     /// Fill `out` from a partially present block through its sector bitmap (2.4): sectors whose
@@ -156,8 +153,8 @@ impl VhdxReader {
         let byte_lo = (base_bit + first) / 8;
         let byte_hi = (base_bit + last) / 8;
         let mut bits = vec![0u8; (byte_hi - byte_lo + 1) as usize];
-        self.file
-            .read_exact_at(&mut bits, bat_file_offset(bitmap) + byte_lo)?;
+        self.src
+            .read(bat_file_offset(bitmap) + byte_lo, &mut bits)?;
         let bit = |s: u64| {
             let b = base_bit + s - byte_lo * 8;
             bits[(b / 8) as usize] & (1 << (b % 8)) != 0
@@ -174,7 +171,7 @@ impl VhdxReader {
             let hi = (t * sector).min(end);
             let dst = &mut out[(lo - within) as usize..(hi - within) as usize];
             if present {
-                self.file.read_exact_at(dst, bat_file_offset(entry) + lo)?;
+                self.src.read(bat_file_offset(entry) + lo, dst)?;
             } else {
                 dst.fill(0);
             }
@@ -186,11 +183,11 @@ impl VhdxReader {
 
 /// Pick the current header (2.2.2): both are checked, the valid one with the larger
 /// SequenceNumber wins.
-fn current_header(file: &File, file_len: u64) -> Result<Header, Error> {
+fn current_header(src: &Source) -> Result<Header, Error> {
     let mut found: Vec<Header> = Vec::new();
     let mut errors = Vec::new();
     for at in [HEADER1_OFFSET, HEADER2_OFFSET] {
-        let b = read_struct(file, file_len, "header", at, HEADER_SIZE)?;
+        let b = read_struct(src, "header", at, HEADER_SIZE)?;
         match Header::decode(&b, at) {
             Ok(h) => found.push(h),
             Err(e @ Error::Unsupported { .. }) => return Err(e),
@@ -225,8 +222,8 @@ fn current_header(file: &File, file_len: u64) -> Result<Header, Error> {
     }
 }
 
-/// Check the log fields (2.2.2, 2.3) and refuse a log that still holds valid entries.
-fn check_log(file: &File, file_len: u64, h: &Header, spans: &mut Vec<Span>) -> Result<(), Error> {
+/// Check the log fields (2.2.2, 2.3) and replay a non-empty log in memory.
+fn check_log(src: &mut Source, h: &Header, spans: &mut Vec<Span>) -> Result<(), Error> {
     let at = h.log_offset;
     if h.log_version != 0 {
         return Err(Error::Unsupported {
@@ -253,51 +250,14 @@ fn check_log(file: &File, file_len: u64, h: &Header, spans: &mut Vec<Span>) -> R
             ),
         ));
     }
-    let end = end.unwrap_or(u64::MAX);
     spans.push(Span {
         start: at,
-        end,
+        end: end.unwrap_or(u64::MAX),
         name: "log",
     });
-    if h.log_guid == Guid::ZERO {
-        return Ok(());
-    }
-    if end > file_len {
-        return Err(corrupt(
-            "log",
-            at,
-            format!("the log ends at {end:#x}, past the end of the file at {file_len:#x}; the file is truncated"),
-        ));
-    }
-    // A log entry (2.3.1.1): "loge", checksum, EntryLength, Tail, SequenceNumber,
-    // DescriptorCount, reserved, LogGuid, FlushedFileOffset, LastFileOffset.
-    let mut entries = 0u64;
-    let mut pos = 0u64;
-    while pos < length {
-        let hdr = read_struct(file, file_len, "log", at + pos, LOG_ENTRY_HEADER_SIZE)?;
-        let entry_length = le32(&hdr, 8);
-        let plausible = &hdr[..4] == LOG_ENTRY_SIGNATURE
-            && guid_at(&hdr, 32) == h.log_guid
-            && entry_length != 0
-            && u64::from(entry_length).is_multiple_of(LOG_SECTOR)
-            && entry_length <= MAX_LOG_ENTRY_LENGTH
-            && pos + u64::from(entry_length) <= length;
-        if plausible {
-            let entry = read_struct(file, file_len, "log", at + pos, entry_length as usize)?;
-            if crc32c_with_zeroed_field(&entry, 4) == le32(&entry, 4) {
-                entries += 1;
-                pos += u64::from(entry_length);
-                continue;
-            }
-        }
-        pos += LOG_SECTOR;
-    }
-    if entries > 0 {
-        return Err(Error::DirtyLog {
-            offset: at,
-            entries,
-            log_guid: h.log_guid,
-        });
+    // A zero LogGuid means the log holds nothing to replay (2.2.2).
+    if h.log_guid != Guid::ZERO {
+        replay(src, at, length, h.log_guid)?;
     }
     Ok(())
 }
@@ -305,27 +265,14 @@ fn check_log(file: &File, file_len: u64, h: &Header, spans: &mut Vec<Span>) -> R
 /// Read the region table (2.2.3), falling back to the second copy, and return the BAT and
 /// metadata entries after checking alignment, bounds and overlaps.
 fn region_table(
-    file: &File,
-    file_len: u64,
+    src: &Source,
     spans: &mut Vec<Span>,
 ) -> Result<(RegionTableEntry, RegionTableEntry), Error> {
-    let b1 = read_struct(
-        file,
-        file_len,
-        "region table",
-        REGION_TABLE1_OFFSET,
-        REGION_TABLE_SIZE,
-    )?;
+    let b1 = read_struct(src, "region table", REGION_TABLE1_OFFSET, REGION_TABLE_SIZE)?;
     let entries = match decode_region_table(&b1, REGION_TABLE1_OFFSET) {
         Ok(e) => e,
         Err(first) => {
-            let b2 = read_struct(
-                file,
-                file_len,
-                "region table",
-                REGION_TABLE2_OFFSET,
-                REGION_TABLE_SIZE,
-            )?;
+            let b2 = read_struct(src, "region table", REGION_TABLE2_OFFSET, REGION_TABLE_SIZE)?;
             decode_region_table(&b2, REGION_TABLE2_OFFSET).map_err(|second| {
                 corrupt(
                     "region table",
@@ -375,11 +322,14 @@ fn region_table(
             ));
         }
         let end = end.unwrap_or(u64::MAX);
-        if end > file_len {
+        if end > src.len {
             return Err(corrupt(
                 "region table",
                 at,
-                format!("{name} ends at {end:#x}, past the end of the file at {file_len:#x}; the file is truncated"),
+                format!(
+                    "{name} ends at {end:#x}, past the end of the file at {:#x}; the file is truncated",
+                    src.len
+                ),
             ));
         }
         if let Some(s) = spans
@@ -427,9 +377,9 @@ struct Metadata {
 
 /// Read the metadata table and known items (2.6), refusing unknown required items and
 /// differencing disks.
-fn metadata(file: &File, file_len: u64, rt: &RegionTableEntry) -> Result<Metadata, Error> {
+fn metadata(src: &Source, rt: &RegionTableEntry) -> Result<Metadata, Error> {
     let base = rt.file_offset;
-    let table = read_struct(file, file_len, "metadata table", base, METADATA_TABLE_SIZE)?;
+    let table = read_struct(src, "metadata table", base, METADATA_TABLE_SIZE)?;
     let entries = decode_metadata_table(&table, base)?;
     let known = [
         FILE_PARAMETERS,
@@ -500,17 +450,14 @@ fn metadata(file: &File, file_len: u64, rt: &RegionTableEntry) -> Result<Metadat
                 format!("item length expected at least {need}, found {}", e.length),
             ));
         }
-        Ok((
-            read_struct(file, file_len, names[k], at, need as usize)?,
-            at,
-        ))
+        Ok((read_struct(src, names[k], at, need as usize)?, at))
     };
 
     let (fp, fp_at) = item(0, 8)?;
     let block_size = le32(&fp, 0);
     let flags = le32(&fp, 4);
     if flags & HAS_PARENT != 0 {
-        let parent = items[5].and_then(|e| parent_path(file, file_len, base, &e));
+        let parent = items[5].and_then(|e| parent_path(src, base, &e));
         return Err(Error::Differencing {
             offset: fp_at,
             parent,
@@ -562,13 +509,12 @@ fn metadata(file: &File, file_len: u64, rt: &RegionTableEntry) -> Result<Metadat
 
 /// The parent's path from a parent locator (2.6.2.6): key/value pairs of UTF-16LE strings.
 /// Returns None when the locator cannot be decoded; the disk is refused either way.
-fn parent_path(file: &File, file_len: u64, base: u64, e: &MetadataTableEntry) -> Option<String> {
+fn parent_path(src: &Source, base: u64, e: &MetadataTableEntry) -> Option<String> {
     if e.length > MAX_PARENT_LOCATOR_LENGTH || e.length < 20 {
         return None;
     }
     let b = read_struct(
-        file,
-        file_len,
+        src,
         "parent locator",
         base + u64::from(e.offset),
         e.length as usize,
@@ -604,8 +550,7 @@ fn parent_path(file: &File, file_len: u64, base: u64, e: &MetadataTableEntry) ->
 /// Read the BAT (2.5) and check every entry: known states, present blocks inside the file and
 /// clear of the metadata structures, partially present blocks backed by a sector bitmap.
 fn read_bat(
-    file: &File,
-    file_len: u64,
+    src: &Source,
     rt: &RegionTableEntry,
     g: &Geometry,
     spans: &[Span],
@@ -636,12 +581,13 @@ fn read_bat(
     // and clear of the header section, log, BAT and metadata.
     let check_extent = |start: u64, len: u64, at: u64, what: String| -> Result<(), Error> {
         let end = start + len;
-        if end > file_len {
+        if end > src.len {
             return Err(corrupt(
                 "BAT",
                 at,
                 format!(
-                    "{what} points to {start:#x}..{end:#x}, past the end of the file at {file_len:#x}; the file is truncated"
+                    "{what} points to {start:#x}..{end:#x}, past the end of the file at {:#x}; the file is truncated",
+                    src.len
                 ),
             ));
         }
@@ -660,13 +606,7 @@ fn read_bat(
     let mut index = 0u64;
     while index < total {
         let n = (total - index).min(BAT_READ_CHUNK / 8);
-        let chunk = read_struct(
-            file,
-            file_len,
-            "BAT",
-            rt.file_offset + index * 8,
-            (n * 8) as usize,
-        )?;
+        let chunk = read_struct(src, "BAT", rt.file_offset + index * 8, (n * 8) as usize)?;
         for (i, raw) in chunk.chunks_exact(8).enumerate() {
             let e = le64(raw, 0);
             let e_index = index + i as u64;
@@ -760,9 +700,7 @@ impl ReadAt for VhdxReader {
             let out = &mut buf[done..done + n];
             let e = self.payload[block as usize];
             match bat_state(e) {
-                PAYLOAD_BLOCK_FULLY_PRESENT => {
-                    self.file.read_exact_at(out, bat_file_offset(e) + within)?
-                }
+                PAYLOAD_BLOCK_FULLY_PRESENT => self.src.read(bat_file_offset(e) + within, out)?,
                 PAYLOAD_BLOCK_PARTIALLY_PRESENT => self.read_partial(block, e, within, out)?,
                 // Not present, zero, unmapped, undefined: no data in this file, reads as zeros.
                 _ => out.fill(0),
@@ -796,6 +734,13 @@ mod tests {
     use crate::core::block::WriteAt;
     use crate::core::checksum::crc32c_with_zeroed_field;
     use crate::formats::vhdx::{VhdxOptions, VhdxWriter};
+    use std::os::unix::fs::FileExt;
+
+    fn pread(f: &File, at: u64, len: usize) -> Vec<u8> {
+        let mut b = vec![0u8; len];
+        f.read_exact_at(&mut b, at).unwrap();
+        b
+    }
 
     fn make(opts: &VhdxOptions, writes: &[(u64, Vec<u8>)]) -> tempfile::NamedTempFile {
         let f = tempfile::NamedTempFile::new().unwrap();
@@ -823,7 +768,7 @@ mod tests {
         let f = t.reopen().unwrap();
         let len = f.metadata().unwrap().len();
         let bat = 3 * MIB;
-        let block0 = le64(&read_struct(&f, len, "BAT", bat, 8).unwrap(), 0);
+        let block0 = le64(&pread(&f, bat, 8), 0);
         put64(
             &f,
             bat,
@@ -856,7 +801,7 @@ mod tests {
         let opts = VhdxOptions::new(8 << 20, b"headers");
         let t = make(&opts, &[]);
         let f = t.reopen().unwrap();
-        let mut h = read_struct(&f, 8 << 20, "header", HEADER1_OFFSET, HEADER_SIZE).unwrap();
+        let mut h = pread(&f, HEADER1_OFFSET, HEADER_SIZE);
         h[8..16].copy_from_slice(&9u64.to_le_bytes());
         let other = Guid::derive(b"x", "y");
         h[16..32].copy_from_slice(&other.to_mixed_endian());

@@ -80,6 +80,73 @@ fn both_region_tables(b: &mut [u8], f: impl Fn(&mut [u8], usize)) {
 
 const LOG_GUID: &str = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f0";
 
+/// A log descriptor (MS-VHDX 2.3.1.2, 2.3.1.3): 4 KiB of data, or zeros, at a file offset.
+pub enum Desc {
+    Data { file_offset: u64, sector: Vec<u8> },
+    Zero { file_offset: u64, len: u64 },
+}
+
+/// Set both headers' LogGuid to the catalogue's log GUID.
+pub fn set_log_guid(b: &mut [u8]) {
+    both_headers(b, |b, h| b[h + 48..h + 64].copy_from_slice(&guid(LOG_GUID)));
+}
+
+/// Write a log entry at `pos` within the log; returns its length.
+pub fn put_log_entry(
+    b: &mut [u8],
+    pos: usize,
+    seq: u64,
+    tail: u32,
+    flushed: u64,
+    last: u64,
+    descs: &[Desc],
+) -> usize {
+    let desc_sectors = (64 + 32 * descs.len()).div_ceil(4096);
+    let data_count = descs
+        .iter()
+        .filter(|d| matches!(d, Desc::Data { .. }))
+        .count();
+    let len = (desc_sectors + data_count) * 4096;
+    let mut e = vec![0u8; len];
+    e[..4].copy_from_slice(b"loge");
+    put32(&mut e, 8, len as u32);
+    put32(&mut e, 12, tail);
+    put64(&mut e, 16, seq);
+    put32(&mut e, 24, descs.len() as u32);
+    e[32..48].copy_from_slice(&guid(LOG_GUID));
+    put64(&mut e, 48, flushed);
+    put64(&mut e, 56, last);
+    let mut data_at = desc_sectors * 4096;
+    for (i, d) in descs.iter().enumerate() {
+        let at = 64 + 32 * i;
+        match d {
+            Desc::Zero { file_offset, len } => {
+                e[at..at + 4].copy_from_slice(b"zero");
+                put64(&mut e, at + 8, *len);
+                put64(&mut e, at + 16, *file_offset);
+            }
+            Desc::Data {
+                file_offset,
+                sector,
+            } => {
+                e[at..at + 4].copy_from_slice(b"desc");
+                e[at + 4..at + 8].copy_from_slice(&sector[4092..4096]);
+                e[at + 8..at + 16].copy_from_slice(&sector[..8]);
+                put64(&mut e, at + 16, *file_offset);
+                e[data_at..data_at + 4].copy_from_slice(b"data");
+                put32(&mut e, data_at + 4, (seq >> 32) as u32);
+                e[data_at + 8..data_at + 4092].copy_from_slice(&sector[8..4092]);
+                put32(&mut e, data_at + 4092, seq as u32);
+                data_at += 4096;
+            }
+        }
+        put64(&mut e, at + 24, seq);
+    }
+    fix_crc(&mut e, 0, len);
+    b[LOG + pos..LOG + pos + len].copy_from_slice(&e);
+    len
+}
+
 pub fn cases() -> Vec<Case> {
     vec![
         Case {
@@ -140,22 +207,63 @@ pub fn cases() -> Vec<Case> {
             expect: Some(&["log", "1 MiB"]),
         },
         Case {
-            name: "log with a valid entry to replay",
+            name: "log entry flushed past the end of the file",
             mutate: |b| {
-                both_headers(b, |b, h| b[h + 48..h + 64].copy_from_slice(&guid(LOG_GUID)));
-                b[LOG..LOG + 4].copy_from_slice(b"loge");
-                put32(b, LOG + 8, 4096);
-                put64(b, LOG + 16, 1);
-                b[LOG + 32..LOG + 48].copy_from_slice(&guid(LOG_GUID));
-                put64(b, LOG + 48, 0x600000);
-                put64(b, LOG + 56, 0x600000);
-                fix_crc(b, LOG, 4096);
+                set_log_guid(b);
+                put_log_entry(b, 0, 1, 0, 0x10000000, 0x600000, &[]);
             },
-            expect: Some(&["log", "replayed"]),
+            expect: Some(&["log", "flushed", "truncated"]),
+        },
+        Case {
+            name: "log head whose tail points at no entry",
+            mutate: |b| {
+                set_log_guid(b);
+                put_log_entry(b, 0, 1, 0x2000, 0x600000, 0x600000, &[]);
+            },
+            expect: Some(&["log", "tail", "damaged"]),
+        },
+        Case {
+            name: "log sequence with a gap",
+            mutate: |b| {
+                set_log_guid(b);
+                let n = put_log_entry(b, 0, 5, 0, 0x600000, 0x600000, &[]);
+                put_log_entry(b, n, 7, 0, 0x600000, 0x600000, &[]);
+            },
+            expect: Some(&["log", "sequence 7 after 5"]),
+        },
+        Case {
+            name: "log entry with a bad checksum is no entry: nothing to replay",
+            mutate: |b| {
+                set_log_guid(b);
+                put_log_entry(b, 0, 1, 0, 0x600000, 0x600000, &[]);
+                b[LOG + 100] ^= 1;
+            },
+            expect: None,
+        },
+        Case {
+            name: "log that rewrites the BAT to point past the end of the file",
+            mutate: |b| {
+                set_log_guid(b);
+                let mut bat = b[BAT..BAT + 4096].to_vec();
+                put64(&mut bat, 8, (0x7F0 << 20) | 6);
+                put_log_entry(
+                    b,
+                    0,
+                    1,
+                    0,
+                    0x600000,
+                    0x600000,
+                    &[Desc::Data {
+                        file_offset: BAT as u64,
+                        sector: bat,
+                    }],
+                );
+            },
+            expect: Some(&["BAT", "past the end of the file"]),
         },
         Case {
             name: "LogGuid set but no valid log entry: nothing to replay",
-            mutate: |b| both_headers(b, |b, h| b[h + 48..h + 64].copy_from_slice(&guid(LOG_GUID))),
+            mutate: |b| set_log_guid(b),
             expect: None,
         },
         Case {
