@@ -1,4 +1,4 @@
-//! VHDX virtual hard disk, after [MS-VHDX] "Virtual Hard Disk v2 (VHDX) File Format", v1.0+:
+//! VHDX virtual hard disk, after MS-VHDX "Virtual Hard Disk v2 (VHDX) File Format", v1.0+:
 //! section 2.1 (layout), 2.2 (header section: file identifier, headers, region table), 2.3 (log),
 //! 2.5 (BAT), 2.6 (metadata region and its known items).
 //!

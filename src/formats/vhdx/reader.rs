@@ -1,5 +1,6 @@
 //! VHDX reader (MS-VHDX 2.2-2.6): dynamic and fixed disks, partially present blocks through their
-//! sector bitmaps. Differencing disks and disks with a log to replay are refused with a message.
+//! sector bitmaps; a log left to replay is replayed in memory first (see `log`). Differencing
+//! disks are refused with a message naming the parent.
 //!
 //! Every offset, length and count read from the file is checked before use: regions must be
 //! 1 MiB aligned, inside the file and must not overlap each other, the header section or the log;

@@ -182,6 +182,8 @@ impl VhdxWriter {
         ]);
         put(&mut head, REGION_TABLE1_OFFSET, &regions);
         put(&mut head, REGION_TABLE2_OFFSET, &regions);
+        // Start from an empty file: stale bytes in the BAT or log region would be read as entries.
+        file.set_len(0).map_err(io_err("emptying the file"))?;
         file.write_all_at(&head, 0)
             .map_err(io_err("writing the header section"))?;
         file.write_all_at(&encode_metadata(opts), METADATA_OFFSET)
