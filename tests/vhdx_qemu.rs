@@ -274,16 +274,22 @@ fn qemu_made_vhdx_reads_back_equal_to_its_source() {
         }
     }
     let want = read(&src);
-    for (subformat, block, log) in [
-        ("dynamic", "1M", "1M"),
-        ("dynamic", "32M", "2M"),
-        ("fixed", "1M", "1M"),
-        ("fixed", "32M", "1M"),
+    // block_state_zero=on makes qemu mark unwritten blocks PAYLOAD_BLOCK_ZERO instead of
+    // NOT_PRESENT (fixed disks start with every block in that state).
+    for (subformat, block, log, zero) in [
+        ("dynamic", "1M", "1M", "off"),
+        ("dynamic", "32M", "2M", "off"),
+        ("dynamic", "1M", "1M", "on"),
+        ("fixed", "1M", "1M", "off"),
+        ("fixed", "32M", "1M", "off"),
+        ("fixed", "32M", "1M", "on"),
     ] {
-        let what = format!("{subformat} block_size={block} log_size={log}");
+        let what = format!("{subformat} block_size={block} log_size={log} block_state_zero={zero}");
         let img = dir.path().join("q.vhdx");
         let _ = std::fs::remove_file(&img);
-        let o = format!("subformat={subformat},block_size={block},log_size={log}");
+        let o = format!(
+            "subformat={subformat},block_size={block},log_size={log},block_state_zero={zero}"
+        );
         run_ok(
             tool("qemu-img")
                 .args(["create", "-q", "-f", "vhdx", "-o", &o])
