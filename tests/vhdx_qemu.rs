@@ -471,51 +471,53 @@ fn random_corruption_of_the_metadata_never_panics() {
     }
 }
 
+/// Turn the hostile base image into one whose log holds two entries to replay, as after a crash
+/// when the file grew by one block but the BAT update had not reached the BAT: entry 10 points
+/// block 1 at 0x600000, entry 11 fills its first 4 KiB and zeros the first 4 KiB of block 5.
+/// Returns the 4 KiB written to block 1.
+fn add_log(bytes: &mut Vec<u8>) -> Vec<u8> {
+    bytes.resize(0x700000, 0);
+    hostile::set_log_guid(bytes);
+    let bat_at = 0x300000;
+    let mut bat = bytes[bat_at..bat_at + 4096].to_vec();
+    bat[8..16].copy_from_slice(&((6u64 << 20) | 6).to_le_bytes());
+    let sector = pattern(77, 4096);
+    let data = |file_offset: u64, sector: Vec<u8>| hostile::Desc::Data {
+        file_offset,
+        sector,
+    };
+    let n = hostile::put_log_entry(
+        bytes,
+        0,
+        10,
+        0,
+        0x700000,
+        0x700000,
+        &[data(bat_at as u64, bat)],
+    );
+    let zero = hostile::Desc::Zero {
+        file_offset: 0x500000,
+        len: 4096,
+    };
+    hostile::put_log_entry(
+        bytes,
+        n,
+        11,
+        0,
+        0x700000,
+        0x700000,
+        &[data(0x600000, sector.clone()), zero],
+    );
+    sector
+}
+
 #[test]
 fn a_log_left_to_replay_reads_as_qemu_replays_it() {
     let dir = tempdir();
     let base_path = dir.path().join("base.vhdx");
     hostile::write_base(&base_path);
     let mut bytes = read(&base_path);
-    // A crash after the file grew by one block but before the BAT update reached the BAT:
-    // entry 10 points block 1 at 0x600000, entry 11 fills its first 4 KiB and zeros the first
-    // 4 KiB of block 5.
-    bytes.resize(0x700000, 0);
-    hostile::set_log_guid(&mut bytes);
-    let bat_at = 0x300000;
-    let mut bat = bytes[bat_at..bat_at + 4096].to_vec();
-    bat[8..16].copy_from_slice(&((6u64 << 20) | 6).to_le_bytes());
-    let sector = pattern(77, 4096);
-    let n = hostile::put_log_entry(
-        &mut bytes,
-        0,
-        10,
-        0,
-        0x700000,
-        0x700000,
-        &[hostile::Desc::Data {
-            file_offset: bat_at as u64,
-            sector: bat,
-        }],
-    );
-    hostile::put_log_entry(
-        &mut bytes,
-        n,
-        11,
-        0,
-        0x700000,
-        0x700000,
-        &[
-            hostile::Desc::Data {
-                file_offset: 0x600000,
-                sector: sector.clone(),
-            },
-            hostile::Desc::Zero {
-                file_offset: 0x500000,
-                len: 4096,
-            },
-        ],
-    );
+    let sector = add_log(&mut bytes);
     let dirty = dir.path().join("dirty.vhdx");
     std::fs::write(&dirty, &bytes).unwrap();
 
@@ -546,4 +548,38 @@ fn a_log_left_to_replay_reads_as_qemu_replays_it() {
     let r = VhdxReader::open(File::open(&replayed).unwrap()).unwrap();
     assert!(!r.log_replayed());
     assert_same("our reader after qemu's replay", &read_all(&r), &want);
+}
+
+#[test]
+fn random_corruption_of_a_log_never_panics() {
+    let dir = tempdir();
+    let base_path = dir.path().join("base.vhdx");
+    hostile::write_base(&base_path);
+    let mut base = read(&base_path);
+    add_log(&mut base);
+    let path = dir.path().join("fuzz.vhdx");
+    let log = 0x100000usize;
+    let mut x: u64 = 0x9876_5432;
+    for round in 0..300 {
+        let mut bytes = base.clone();
+        for _ in 0..1 + round % 4 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Aim at the entry headers and descriptors of both entries, and the data sectors.
+            let at = log + [0, 4096, 8192, 12288][(x % 4) as usize] + ((x >> 8) % 128) as usize;
+            bytes[at] ^= (x >> 40) as u8 | 1;
+        }
+        // Keep the entries' checksums right so the damage reaches the descriptor checks.
+        for (at, len) in [(0usize, 8192usize), (8192, 8192)] {
+            let e = &mut bytes[log + at..log + at + len];
+            let crc = nanoforge::core::checksum::crc32c_with_zeroed_field(e, 4);
+            e[4..8].copy_from_slice(&crc.to_le_bytes());
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        if let Ok(r) = VhdxReader::open(File::open(&path).unwrap()) {
+            let mut b = vec![0u8; r.size() as usize];
+            let _ = r.read_at(0, &mut b);
+        }
+    }
 }

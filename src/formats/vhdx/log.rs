@@ -271,13 +271,13 @@ pub fn replay(
     }
     sequence.push(head);
     for pair in sequence.windows(2) {
-        if pair[1].sequence_number != pair[0].sequence_number + 1 {
+        if pair[0].sequence_number.checked_add(1) != Some(pair[1].sequence_number) {
             return Err(bad(format!(
                 "entry at log offset {:#x} has sequence {} after {}, expected {}; the log is damaged",
                 pair[1].at,
                 pair[1].sequence_number,
                 pair[0].sequence_number,
-                pair[0].sequence_number + 1
+                pair[0].sequence_number.wrapping_add(1)
             )));
         }
     }

@@ -581,7 +581,7 @@ fn read_bat(
     // A block at `start..start + len` named by the BAT entry at `at` must lie inside the file
     // and clear of the header section, log, BAT and metadata.
     let check_extent = |start: u64, len: u64, at: u64, what: String| -> Result<(), Error> {
-        let end = start + len;
+        let end = start.saturating_add(len);
         if end > src.len {
             return Err(corrupt(
                 "BAT",

@@ -502,5 +502,10 @@ pub fn cases() -> Vec<Case> {
             mutate: |b| put64(b, BAT + 4096 * 8, (1 << 40) | 5),
             expect: None,
         },
+        Case {
+            name: "BAT entry offset at the top of the 64-bit range",
+            mutate: |b| put64(b, BAT, 0xFFFF_FFFF_FFF0_0006),
+            expect: Some(&["BAT", "past the end of the file"]),
+        },
     ]
 }
