@@ -85,16 +85,12 @@ const VHD_EPOCH: i64 = 946_684_800;
 pub fn create_writer(file: File, o: &ContainerOptions) -> io::Result<Box<dyn WriteAt>> {
     Ok(match o.format {
         ImageFormat::Vhdx => {
-            let opts = vhdx::VhdxOptions {
-                virtual_size: o.virtual_size,
-                block_size: o.block_size.unwrap_or(vhdx::DEFAULT_BLOCK_SIZE),
-                logical_sector_size: o.logical_sector_size,
-                physical_sector_size: 4096,
-                fixed: o.fixed,
-                file_write_guid: Guid::derive(&o.seed, "vhdx:file-write"),
-                data_write_guid: Guid::derive(&o.seed, "vhdx:data-write"),
-                page83: Guid::derive(&o.seed, "vhdx:page83"),
-            };
+            let mut opts = vhdx::VhdxOptions::new(o.virtual_size, &o.seed);
+            opts.logical_sector_size = o.logical_sector_size;
+            opts.fixed = o.fixed;
+            if let Some(b) = o.block_size {
+                opts.block_size = b;
+            }
             Box::new(vhdx::VhdxWriter::create(file, &opts)?)
         }
         ImageFormat::Vhd => {
@@ -183,7 +179,7 @@ pub fn open(path: &Path, format: Option<ImageFormat>) -> io::Result<OpenImage> {
             (Box::new(r), info)
         }
         ImageFormat::Raw => {
-            let r = raw::RawReader::open(file).map_err(ctx)?;
+            let r = raw::RawReader::open(file).map_err(|e| ctx(e.into()))?;
             let info = ContainerInfo {
                 format,
                 subformat: "sparse file".into(),

@@ -28,6 +28,10 @@ fn pattern(len: usize, salt: u8) -> Vec<u8> {
 }
 
 fn create(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    create_sized(dir, name, "1GiB", extra)
+}
+
+fn create_sized(dir: &Path, name: &str, size: &str, extra: &[&str]) -> PathBuf {
     let out = dir.join(name);
     let esp = esp_dir(dir);
     let mut c = nanoforge();
@@ -48,6 +52,9 @@ fn create(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
     out
 }
 
+/// The smallest disk the Windows layout accepts, rounded up: keeps byte comparisons quick.
+const SMALL: &str = "320MiB";
+
 /// Raw bytes of any image, through qemu-img.
 fn to_raw(img: &Path, fmt: &str, dir: &Path) -> PathBuf {
     let raw = dir.join(format!(
@@ -67,32 +74,37 @@ fn to_raw(img: &Path, fmt: &str, dir: &Path) -> PathBuf {
 fn gpt_passes_sgdisk_and_matches_the_stored_sfdisk_dump() {
     for (ss, expected) in [
         ("512", "sfdisk-1GiB-512.txt"),
-        ("4096", "sfdisk-1GiB-4096.txt"),
+        ("4096", "fdisk-1GiB-4096.txt"),
     ] {
         let t = tempdir();
-        let img = create(t.path(), "d.vhdx", &["--sector-size", ss]);
-        run_ok(tool("qemu-img").arg("check").arg(&img));
-        let raw = to_raw(&img, "vhdx", t.path());
-        let mut sg = tool("sgdisk");
-        if ss == "4096" {
-            // sgdisk reads the sector size from the device; a plain file needs it stated.
-            sg.env("SGDISK_SECTOR_SIZE", "4096");
-        }
-        let v = run_ok(tool("sgdisk").arg("-v").arg(&raw));
+        // qemu-img 7.2 cannot open 4096-byte-sector VHDX, so the table is checked on a raw
+        // build (every container holds the same disk: see the test below).
+        let raw = create(t.path(), "d.img", &["--sector-size", ss]);
         if ss == "512" {
-            assert!(v.contains("No problems found"), "sgdisk -v:\n{v}");
+            // sgdisk assumes 512-byte sectors on plain files.
+            let v = run_ok(tool("sgdisk").arg("-v").arg(&raw));
+            assert!(v.contains("No problems found") && !v.contains("Caution"), "sgdisk -v:\n{v}");
         }
-        let mut sf = tool("sfdisk");
-        sf.arg("-d");
-        if ss == "4096" {
-            sf.args(["--sector-size", "4096"]);
-        }
-        let dump = run_ok(sf.arg(&raw)).replace(raw.to_str().unwrap(), "IMAGE");
+        // sfdisk reads plain files with 512-byte sectors only; fdisk -b states the size.
+        let dump = if ss == "512" {
+            run_ok(tool("sfdisk").arg("-d").arg(&raw))
+        } else {
+            run_ok(tool("fdisk").args(["-b", "4096", "-l", "-o", "Device,Start,End,Sectors,Type-UUID,UUID,Name"]).arg(&raw))
+        };
+        // The device column carries the temporary path; name it IMAGE and fold spacing.
+        let dump: String = dump
+            .replace(raw.to_str().unwrap(), "IMAGE")
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") + "\n")
+            .collect();
         let want_path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/expected")
             .join(expected);
         let want = std::fs::read_to_string(&want_path).unwrap_or_default();
-        assert_eq!(dump, want, "sfdisk -d differs from {}", want_path.display());
+        if std::env::var_os("NANOFORGE_BLESS").is_some() {
+            std::fs::write(&want_path, &dump).unwrap();
+        }
+        assert_eq!(dump, want, "partition dump differs from {} (NANOFORGE_BLESS=1 rewrites it after review)", want_path.display());
     }
 }
 
@@ -109,7 +121,7 @@ fn esp_is_clean_fat32_and_holds_our_files() {
             .args(["bs=1M", "skip=1", "count=260", "status=none"]),
     );
     let fsck = run_ok(tool("fsck.fat").args(["-n", "-v"]).arg(&esp));
-    assert!(fsck.contains("FAT32"), "{fsck}");
+    assert!(fsck.contains("32 bit entries") && fsck.contains("2048 hidden sectors"), "{fsck}");
     let listing = run_ok(tool("mdir").args(["-/", "-b", "-i"]).arg(&esp).arg("::"));
     for p in [
         "::/EFI/Boot/bootx64.efi",
@@ -140,7 +152,7 @@ fn esp_is_clean_fat32_and_holds_our_files() {
 #[test]
 fn every_container_holds_the_same_disk_and_builds_are_reproducible() {
     let t = tempdir();
-    let raw = create(t.path(), "d.img", &[]);
+    let raw = create_sized(t.path(), "d.img", SMALL, &[]);
     let reference = read(&raw);
     for (name, fmt, extra) in [
         ("d.vhdx", "vhdx", &[][..]),
@@ -153,10 +165,11 @@ fn every_container_holds_the_same_disk_and_builds_are_reproducible() {
         let b = t.path().join("b");
         std::fs::create_dir_all(&a).unwrap();
         std::fs::create_dir_all(&b).unwrap();
-        let x = create(&a, name, extra);
-        let y = create(&b, name, extra);
+        let x = create_sized(&a, name, SMALL, extra);
+        let y = create_sized(&b, name, SMALL, extra);
         assert!(read(&x) == read(&y), "{name}: two builds differ");
-        if fmt == "vhdx" || name == "d.vhd" {
+        if fmt == "vhdx" {
+            // qemu-img 7.2 has no check for VHD; the byte comparison below covers it.
             run_ok(tool("qemu-img").arg("check").arg(&x));
         }
         let r = to_raw(&x, fmt, t.path());

@@ -29,8 +29,8 @@ pub struct CreateArgs {
     /// Virtual disk size (e.g. 10GiB, 512MiB, 4G).
     #[arg(long, value_parser = parse_size)]
     pub size: u64,
-    /// Logical sector size in bytes.
-    #[arg(long, default_value_t = 512, value_parser = clap::builder::PossibleValuesParser::new(["512", "4096"]).map(|s| s.parse::<u64>().expect("listed values parse")))]
+    /// Logical sector size in bytes: 512 or 4096.
+    #[arg(long, default_value_t = 512, value_parser = parse_sector_size)]
     pub sector_size: u64,
     /// Folder whose files are copied onto the ESP (subfolders kept).
     #[arg(long)]
@@ -62,6 +62,14 @@ pub struct CreateArgs {
     /// Output image (.vhdx, .vhd or .img).
     #[arg(short, long)]
     pub output: PathBuf,
+}
+
+fn parse_sector_size(s: &str) -> Result<u64, String> {
+    match s {
+        "512" => Ok(512),
+        "4096" => Ok(4096),
+        _ => Err(format!("'{s}' is not a supported sector size: use 512 or 4096")),
+    }
 }
 
 pub fn run(cmd: DiskCommand, quiet: bool) -> anyhow::Result<()> {

@@ -157,6 +157,7 @@ pub fn write(plan: &DiskPlan, req: &DiskRequest) -> io::Result<()> {
             volume_id: esp_volume_id(&plan.seed_bytes),
             label: *b"SYSTEM     ",
             time: req.time,
+            hidden_sectors: u32::try_from(esp_part.first_lba).unwrap_or(u32::MAX),
         },
         &plan.esp,
     )?;

@@ -28,6 +28,8 @@ const PACKAGES: &[&str] = &[
     "cabextract",
     "xz-utils",
     "time",
+    "libvhdi-utils",
+    "python3-libvhdi",
 ];
 
 const HELP: &str = "\

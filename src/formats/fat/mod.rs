@@ -48,6 +48,8 @@ pub struct EspOptions {
     pub label: [u8; 11],
     /// Build time (Unix seconds) stamped on every entry.
     pub time: i64,
+    /// Sectors before the partition (its start LBA), recorded in the BPB as Windows does.
+    pub hidden_sectors: u32,
 }
 
 /// The fixed clock handed to fatfs: always the build time.
@@ -137,10 +139,12 @@ pub fn build_esp(opts: &EspOptions, files: &EspFiles) -> Result<MemDisk, Error> 
             let parts = check_path(path)?;
             let mut dir = root;
             for d in &parts[..parts.len() - 1] {
-                dir = match dir.open_dir(d) {
-                    Ok(x) => x,
-                    Err(_) => dir.create_dir(d)?,
-                };
+                // Re-open a directory just created: the handle create_dir returns can
+                // place the first entries over the new directory's "." and "..".
+                if dir.open_dir(d).is_err() {
+                    dir.create_dir(d)?;
+                }
+                dir = dir.open_dir(d)?;
             }
             let mut f = dir.create_file(parts[parts.len() - 1])?;
             f.truncate()?;
@@ -149,7 +153,132 @@ pub fn build_esp(opts: &EspOptions, files: &EspFiles) -> Result<MemDisk, Error> 
         }
         fs.unmount()?;
     }
+    fix_dot_entries(&mut disk)?;
+    set_hidden_sectors(&mut disk, opts.hidden_sectors)?;
     Ok(disk)
+}
+
+/// Record the partition's start LBA in BPB_HiddSec (offset 0x1C) of the boot sector and of
+/// its backup (BPB_BkBootSec); fatfs has no option for it.
+fn set_hidden_sectors(disk: &mut MemDisk, hidden: u32) -> io::Result<()> {
+    let mut bs = [0u8; 512];
+    disk.read_at(0, &mut bs)?;
+    let backup = le16(&bs, 50) * le16(&bs, 11);
+    for base in [0, backup] {
+        disk.write_at(base + 0x1C, &hidden.to_le_bytes())?;
+    }
+    Ok(())
+}
+
+/// Little-endian field readers over a sector buffer.
+fn le16(b: &[u8], at: usize) -> u64 {
+    u16::from_le_bytes([b[at], b[at + 1]]) as u64
+}
+fn le32(b: &[u8], at: usize) -> u64 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as u64
+}
+
+/// Size of a directory entry (FAT spec, "FAT Directory Structure").
+const DIR_ENTRY: usize = 32;
+/// Attribute value of a long-name entry.
+const ATTR_LONG_NAME: u8 = 0x0F;
+const ATTR_DIRECTORY: u8 = 0x10;
+/// First byte of a deleted (free) entry.
+const DELETED: u8 = 0xE5;
+
+/// Make every subdirectory start with plain "." and ".." entries, as the FAT spec requires
+/// and fsck.fat and Windows check. fatfs 0.3 writes a long-name entry before each of them
+/// and points ".." of a top-level directory at the root's cluster instead of 0; here the
+/// short entries move to slots 0 and 1, the stray long-name slots become free entries, and
+/// ".." of top-level directories gets cluster 0.
+fn fix_dot_entries(disk: &mut MemDisk) -> io::Result<()> {
+    let mut bs = [0u8; 512];
+    disk.read_at(0, &mut bs)?;
+    let bytes_per_sector = le16(&bs, 11);
+    let cluster = bytes_per_sector * bs[13] as u64;
+    let reserved = le16(&bs, 14);
+    let fats = bs[16] as u64;
+    let fat_sectors = le32(&bs, 36);
+    let root_cluster = le32(&bs, 44);
+    let fat_offset = reserved * bytes_per_sector;
+    let data_offset = (reserved + fats * fat_sectors) * bytes_per_sector;
+    let cluster_offset = |c: u64| data_offset + (c - 2) * cluster;
+    let next_cluster = |d: &MemDisk, c: u64| -> io::Result<Option<u64>> {
+        let mut e = [0u8; 4];
+        d.read_at(fat_offset + c * 4, &mut e)?;
+        let n = u32::from_le_bytes(e) as u64 & 0x0FFF_FFFF;
+        Ok((2..0x0FFF_FFF8).contains(&n).then_some(n))
+    };
+    // Walk directories breadth-first from the root: (first cluster, is the root).
+    let mut queue = std::collections::VecDeque::from([(root_cluster, true)]);
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some((first, is_root)) = queue.pop_front() {
+        if !seen.insert(first) {
+            continue;
+        }
+        let mut c = Some(first);
+        let mut index = 0usize;
+        let mut buf = vec![0u8; cluster as usize];
+        while let Some(cl) = c {
+            disk.read_at(cluster_offset(cl), &mut buf)?;
+            if index == 0 && !is_root {
+                normalise_dots(&mut buf, root_cluster);
+                disk.write_at(cluster_offset(cl), &buf)?;
+            }
+            for e in buf.chunks_exact(DIR_ENTRY) {
+                if e[0] == 0 {
+                    break;
+                }
+                let attr = e[11];
+                if e[0] == DELETED || attr == ATTR_LONG_NAME || attr & ATTR_DIRECTORY == 0 || e[0] == b'.' {
+                    continue;
+                }
+                let child = (le16(e, 20) << 16) | le16(e, 26);
+                if child >= 2 {
+                    queue.push_back((child, false));
+                }
+            }
+            index += 1;
+            c = next_cluster(disk, cl)?;
+        }
+    }
+    Ok(())
+}
+
+/// Rewrite the first entries of a subdirectory's first cluster: "." then "..".
+fn normalise_dots(buf: &mut [u8], root_cluster: u64) {
+    let mut dot: Option<[u8; DIR_ENTRY]> = None;
+    let mut dotdot: Option<[u8; DIR_ENTRY]> = None;
+    let mut last = 0;
+    for (i, e) in buf.chunks_exact(DIR_ENTRY).enumerate().take(4) {
+        if e[11] == ATTR_LONG_NAME || e[0] == 0 {
+            continue;
+        }
+        if &e[..11] == b".          " {
+            dot = Some(e.try_into().expect("32 bytes"));
+            last = i;
+        } else if &e[..11] == b"..         " {
+            dotdot = Some(e.try_into().expect("32 bytes"));
+            last = i;
+        }
+    }
+    let (Some(dot), Some(mut dotdot)) = (dot, dotdot) else {
+        return;
+    };
+    if (le16(&dotdot, 20) << 16 | le16(&dotdot, 26)) == root_cluster {
+        dotdot[20..22].fill(0);
+        dotdot[26..28].fill(0);
+    }
+    for (i, e) in buf.chunks_exact_mut(DIR_ENTRY).enumerate().take(last + 1) {
+        match i {
+            0 => e.copy_from_slice(&dot),
+            1 => e.copy_from_slice(&dotdot),
+            _ => {
+                e.fill(0);
+                e[0] = DELETED;
+            }
+        }
+    }
 }
 
 /// A file or directory found on a FAT volume.
@@ -272,6 +401,7 @@ mod tests {
             volume_id: 0x1234_5678,
             label: *b"ESP        ",
             time: 1_700_000_000,
+            hidden_sectors: 2048,
         }
     }
 

@@ -182,6 +182,9 @@ pub fn plan_windows_layout(req: &WindowsLayoutRequest, seed: &[u8]) -> Result<Gp
         });
     }
     let last_usable = total_sectors - needed_tail - 1;
+    // The Windows partition also ends on a 1 MiB boundary (as diskpart leaves it), so tools
+    // that check alignment of both ends are satisfied; at most 1 MiB stays unused.
+    let win_last = (last_usable + 1) / align * align - 1;
     let (disk_guid, [esp_guid, msr_guid, win_guid]) = derived_guids(seed);
     let part = |number, role, name: &str, ty: &str, guid, first, last| PlannedPartition {
         number,
@@ -225,7 +228,7 @@ pub fn plan_windows_layout(req: &WindowsLayoutRequest, seed: &[u8]) -> Result<Gp
                 TYPE_BASIC_DATA,
                 win_guid,
                 win_first,
-                last_usable,
+                win_last,
             ),
         ],
     })
@@ -452,7 +455,8 @@ mod tests {
                     prev_end = p.last_lba + 1;
                 }
                 let w = l.partition(Role::Windows).unwrap();
-                assert_eq!(w.last_lba, l.last_usable_lba);
+                assert!(w.last_lba <= l.last_usable_lba && l.last_usable_lba - w.last_lba < ALIGNMENT / ss);
+                assert_eq!((w.last_lba + 1) * ss % ALIGNMENT, 0);
                 assert_eq!((l.last_usable_lba + 1 + 128 * 128 / ss + 1) * ss, size);
                 assert_eq!(l.partition(Role::Esp).unwrap().size(), DEFAULT_ESP_SIZE);
                 assert_eq!(l.partition(Role::Msr).unwrap().size(), DEFAULT_MSR_SIZE);
