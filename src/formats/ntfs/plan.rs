@@ -425,6 +425,15 @@ impl Plan {
         let mut objids: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut reparses: Vec<Vec<u8>> = Vec::new();
 
+        // A directory's facts in its parent's index do not depend on its contents.
+        for (id, n) in tree.nodes().filter(|(_, n)| n.is_dir) {
+            dups[id.0] = Dup {
+                alloc: 0,
+                data: 0,
+                fa: fa_of(n) | FA_DUP_DIRECTORY,
+                ext: n.meta.reparse.as_ref().map(|r| r.tag).unwrap_or(0),
+            };
+        }
         // 2. Files and directories, files first so directory indexes know their sizes.
         let room = record::record_room(self.rs);
         let mut dir_order: Vec<NodeId> = order
