@@ -66,20 +66,6 @@ fn ntfsfix_clean(img: &Path) {
     );
 }
 
-fn ls(img: &Path, path: &str) -> Vec<String> {
-    let out = common::run_ok(
-        common::tool("ntfsls")
-            .arg("-a")
-            .arg("-p")
-            .arg(path)
-            .arg(img),
-    );
-    out.lines()
-        .map(str::to_string)
-        .filter(|l| !l.is_empty() && l != "." && l != "..")
-        .collect()
-}
-
 fn cat(img: &Path, path: &str) -> Vec<u8> {
     let out = common::run(common::tool("ntfscat").arg(img).arg(path));
     assert!(
@@ -365,7 +351,7 @@ fn contents(tree: &Tree) -> Vec<(String, Option<String>, Vec<u8>)> {
             continue;
         }
         let p = path_str(tree, id);
-        if n.data.content.len() > 0 {
+        if !n.data.content.is_empty() {
             out.push((p.clone(), None, n.data.content.read_all().unwrap()));
         }
         for (k, s) in &n.streams {
