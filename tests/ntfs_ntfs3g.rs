@@ -595,3 +595,374 @@ fn cluster_and_sector_sizes() {
         );
     }
 }
+
+/// A second reader: the pure-Rust `ntfs` crate walks every directory, reads every file and
+/// finds names through the B+ trees (which only works if our entries are in collation order).
+#[test]
+fn ntfs_crate_walks_the_volume_and_reads_every_file() {
+    use ntfs::indexes::NtfsFileNameIndex;
+    use ntfs::structured_values::NtfsFileNamespace;
+    use std::io::Read;
+
+    let tmp = common::tempdir();
+    let tree = fixture();
+    let (img, _) = write_image(tmp.path(), "n.img", &tree, &volume_opts());
+    let mut f = io::BufReader::new(File::open(&img).unwrap());
+    let mut fs = ntfs::Ntfs::new(&mut f).unwrap();
+    fs.read_upcase_table(&mut f).unwrap();
+    let want: BTreeMap<String, Vec<u8>> = contents(&tree)
+        .into_iter()
+        .filter(|(_, s, _)| s.is_none())
+        .map(|(p, _, b)| (p, b))
+        .collect();
+    let mut listing: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut read = 0;
+    let mut stack = vec![("/".to_string(), 5u64)];
+    while let Some((path, rec)) = stack.pop() {
+        let dir = fs.file(&mut f, rec).unwrap();
+        let index = dir.directory_index(&mut f).unwrap();
+        let mut it = index.entries();
+        let names = listing.entry(path.clone()).or_default();
+        while let Some(e) = it.next(&mut f) {
+            let e = e.unwrap();
+            let key = e.key().unwrap().unwrap();
+            if key.namespace() == NtfsFileNamespace::Dos {
+                continue;
+            }
+            let name = key.name().to_string_lossy();
+            if path == "/" && (name == "." || name.starts_with('$')) {
+                continue;
+            }
+            let child = if path == "/" {
+                format!("/{name}")
+            } else {
+                format!("{path}/{name}")
+            };
+            let rec = e.file_reference().file_record_number();
+            if key.is_directory() {
+                stack.push((child, rec));
+            } else if let Some(bytes) = want.get(&child) {
+                let file = fs.file(&mut f, rec).unwrap();
+                let item = file.data(&mut f, "").unwrap().unwrap();
+                let attr = item.to_attribute().unwrap();
+                let mut v = Vec::new();
+                attr.value(&mut f)
+                    .unwrap()
+                    .attach(&mut f)
+                    .read_to_end(&mut v)
+                    .unwrap();
+                assert!(
+                    &v == bytes,
+                    "{child}: {} bytes read, {} expected",
+                    v.len(),
+                    bytes.len()
+                );
+                read += 1;
+            }
+            names.insert(name);
+        }
+    }
+    assert_eq!(read, want.len());
+    assert_same_listing(&listing, &expected_listing(&tree));
+    // Lookups through the B+ tree of the 20,000-entry directory, case-insensitively.
+    let many = tree.lookup("many").unwrap();
+    let many_rec = {
+        let root = fs.root_directory(&mut f).unwrap();
+        let index = root.directory_index(&mut f).unwrap();
+        let mut finder = index.finder();
+        let e = NtfsFileNameIndex::find(&mut finder, &fs, &mut f, "MANY")
+            .unwrap()
+            .unwrap();
+        e.file_reference().file_record_number()
+    };
+    assert!(tree.node(many).is_dir);
+    let dir = fs.file(&mut f, many_rec).unwrap();
+    let index = dir.directory_index(&mut f).unwrap();
+    for i in [0, 1, 4999, 10_000, 12_345, 19_999] {
+        let mut finder = index.finder();
+        let name = format!("ENTRY {i:05}.DAT");
+        let e = NtfsFileNameIndex::find(&mut finder, &fs, &mut f, &name);
+        let e = e.unwrap_or_else(|| panic!("{name} not found")).unwrap();
+        let key = e.key().unwrap().unwrap();
+        assert_eq!(key.name().to_string_lossy(), format!("entry {i:05}.dat"));
+    }
+    let mut finder = index.finder();
+    assert!(NtfsFileNameIndex::find(&mut finder, &fs, &mut f, "entry 20000.dat").is_none());
+}
+
+/// Our metadata files against mkntfs' for the same geometry: $UpCase (and its $Info CRC),
+/// $AttrDef, the $LogFile size and the boot sector geometry fields.
+#[test]
+fn metadata_matches_mkntfs() {
+    let tmp = common::tempdir();
+    let size = 64u64 << 20;
+    let theirs = tmp.path().join("mkntfs.img");
+    File::create(&theirs).unwrap().set_len(size).unwrap();
+    common::run_ok(
+        common::tool("mkntfs")
+            .args([
+                "-F", "-q", "-Q", "-c", "4096", "-s", "512", "-p", "0", "-L", "Nano",
+            ])
+            .arg(&theirs),
+    );
+    let tree = Tree::new(Meta::at(T));
+    let (ours, _) = write_image(tmp.path(), "ours.img", &tree, &opts(size));
+    ntfsfix_clean(&ours);
+    for file in ["/$UpCase", "/$AttrDef"] {
+        let a = cat(&ours, file);
+        assert!(a == cat(&theirs, file), "{file} differs from mkntfs'");
+        assert!(!a.is_empty());
+    }
+    let info = |img: &Path| {
+        let out = common::run(
+            common::tool("ntfscat")
+                .args(["-a", "0x80", "-n", "$Info"])
+                .arg(img)
+                .arg("/$UpCase"),
+        );
+        assert!(out.status.success());
+        out.stdout
+    };
+    assert_eq!(info(&ours), info(&theirs), "$UpCase:$Info");
+    assert_eq!(
+        cat(&ours, "/$LogFile").len(),
+        cat(&theirs, "/$LogFile").len()
+    );
+    assert!(cat(&ours, "/$LogFile").iter().all(|&b| b == 0xFF));
+    let a = common::read(&ours);
+    let b = common::read(&theirs);
+    for (what, range) in [
+        ("OEM id", 3..11),
+        ("bytes per sector, sectors per cluster", 0x0B..0x0E),
+        ("reserved and FAT fields", 0x0E..0x15),
+        ("media", 0x15..0x16),
+        ("total sectors", 0x28..0x30),
+        ("clusters per record, per index block", 0x40..0x45),
+        ("signature", 0x1FE..0x200),
+    ] {
+        assert_eq!(&a[range.clone()], &b[range], "boot sector {what}");
+    }
+    assert_eq!(&a[..512], &a[a.len() - 512..], "backup boot sector");
+    let label = common::run_ok(common::tool("ntfsinfo").arg("-m").arg(&ours));
+    assert!(
+        label.contains("Volume Name: Nano") && label.contains("Volume Version: 3.1"),
+        "{label}"
+    );
+}
+
+/// Bytes of blob `id`: deterministic, so a test can recompute them.
+fn blob(id: u64, len: u64) -> Vec<u8> {
+    (0..len).map(|i| ((i * 31 + id * 7) % 251) as u8).collect()
+}
+
+/// A content source standing in for a WIM reader, optionally lying about one blob's length.
+struct Blobs {
+    short: Option<u64>,
+}
+
+impl nanoforge::tree::ContentSource for Blobs {
+    fn open(&self, id: u64) -> io::Result<Box<dyn io::Read + Send>> {
+        let len = id * 977 % 300_000;
+        let len = if self.short == Some(id) { len / 2 } else { len };
+        Ok(Box::new(io::Cursor::new(blob(id, len))))
+    }
+}
+
+fn source_tree(short: Option<u64>) -> Tree {
+    let src: std::sync::Arc<dyn nanoforge::tree::ContentSource> =
+        std::sync::Arc::new(Blobs { short });
+    let mut t = Tree::new(Meta::at(T));
+    let d = t.add_dir(Tree::ROOT, "blobs", Meta::at(T)).unwrap();
+    for id in 1..400u64 {
+        let c = Content::Source {
+            source: src.clone(),
+            id,
+            len: id * 977 % 300_000,
+        };
+        t.add_file(d, &format!("blob{id:03}"), Meta::at(T), c)
+            .unwrap();
+    }
+    t
+}
+
+#[test]
+fn contents_from_a_source_are_prefetched_and_written_in_order() {
+    let tmp = common::tempdir();
+    let t = source_tree(None);
+    let o = NtfsOptions {
+        prefetch_threads: 3,
+        prefetch_bytes: 1 << 20,
+        ..opts(96 << 20)
+    };
+    let (img, _) = write_image(tmp.path(), "s.img", &t, &o);
+    ntfsfix_clean(&img);
+    for id in [1u64, 2, 77, 200, 307, 399] {
+        assert!(
+            cat(&img, &format!("/blobs/blob{id:03}")) == blob(id, id * 977 % 300_000),
+            "blob {id}"
+        );
+    }
+    let err = write_volume(
+        &source_tree(Some(250)),
+        &o,
+        &mut nanoforge::core::MemDisk::new(o.size),
+        0,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("blob250"), "{err}");
+}
+
+#[test]
+fn hostile_trees_fail_before_anything_is_written() {
+    use nanoforge::core::MemDisk;
+    let mut t = Tree::new(Meta::at(T));
+    for bad in ["a:b", "a/b", "a\\b", "nul\0", ""] {
+        assert!(
+            t.add_file(Tree::ROOT, bad, Meta::at(T), Content::Empty)
+                .is_err(),
+            "{bad:?}"
+        );
+    }
+    assert!(t
+        .add_file(Tree::ROOT, &"x".repeat(256), Meta::at(T), Content::Empty)
+        .is_err());
+    let mut huge = Meta::at(T);
+    huge.reparse = Some(Reparse {
+        tag: 0x8000_0017,
+        data: vec![0; 16 * 1024],
+    });
+    assert!(t
+        .add_file(Tree::ROOT, "r", huge.clone(), Content::Empty)
+        .is_err());
+    t.add_file(Tree::ROOT, "f", Meta::at(T), Content::Empty)
+        .unwrap();
+    assert!(t
+        .add_file(Tree::ROOT, "F", Meta::at(T), Content::Empty)
+        .is_err());
+
+    let o = opts(32 << 20);
+    let check = |t: &Tree, want: &str| {
+        let mut disk = MemDisk::new(o.size);
+        let err = write_volume(t, &o, &mut disk, 0).unwrap_err().to_string();
+        assert!(err.contains(want), "{err}");
+        assert_eq!(
+            disk.stored_bytes(),
+            0,
+            "bytes were written before the error: {err}"
+        );
+    };
+    // Edits made in place are caught by the writer.
+    let mut bad = t.clone();
+    let f = bad.lookup("f").unwrap();
+    bad.node_mut(f).links[0].name = "bad:name".encode_utf16().collect();
+    check(&bad, "bad:name");
+    let mut bad = t.clone();
+    bad.node_mut(f).meta = huge;
+    check(&bad, "reparse data");
+    // More data than the volume holds.
+    let mut big = t.clone();
+    let src: std::sync::Arc<dyn nanoforge::tree::ContentSource> =
+        std::sync::Arc::new(Blobs { short: None });
+    big.add_file(
+        Tree::ROOT,
+        "huge",
+        Meta::at(T),
+        Content::Source {
+            source: src,
+            id: 1,
+            len: 40 << 20,
+        },
+    )
+    .unwrap();
+    check(&big, "make the volume at least");
+    // A name reserved for metadata files.
+    let mut sys = t.clone();
+    sys.add_file(Tree::ROOT, "$MFT", Meta::at(T), Content::Empty)
+        .unwrap();
+    check(&sys, "reserved");
+    // Bad options.
+    let mut disk = MemDisk::new(o.size);
+    let e = write_volume(
+        &t,
+        &NtfsOptions {
+            cluster_size: 3000,
+            ..o.clone()
+        },
+        &mut disk,
+        0,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("cluster size"), "{e}");
+}
+
+#[test]
+fn host_folder_with_hard_and_symbolic_links() {
+    use nanoforge::tree::host::HostOptions;
+    let tmp = common::tempdir();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    std::fs::write(src.join("a.txt"), b"alpha").unwrap();
+    std::fs::write(src.join("sub/b.bin"), pattern(70_000, 3)).unwrap();
+    std::fs::write(src.join("sub/deeper/empty"), b"").unwrap();
+    std::fs::hard_link(src.join("a.txt"), src.join("sub/a-link.txt")).unwrap();
+    std::os::unix::fs::symlink("sub/b.bin", src.join("sym")).unwrap();
+    let t = Tree::from_host_dir(
+        &src,
+        &HostOptions {
+            time: T,
+            symlinks: true,
+        },
+    )
+    .unwrap();
+    let (img, _) = write_image(tmp.path(), "h.img", &t, &opts(32 << 20));
+    ntfsfix_clean(&img);
+    assert_same_listing(&ls_recursive(&img), &expected_listing(&t));
+    assert_eq!(cat(&img, "/sub/a-link.txt"), b"alpha");
+    assert_eq!(cat(&img, "/sub/b.bin"), pattern(70_000, 3));
+    assert!(ntfsinfo(&img, "/a.txt").contains("Number of Hard Links:\t 2 (0x2)"));
+    assert!(ntfsinfo(&img, "/sym").contains("$REPARSE_POINT"));
+    assert!(Tree::from_host_dir(
+        &src,
+        &HostOptions {
+            time: T,
+            symlinks: false
+        }
+    )
+    .is_err());
+}
+
+#[test]
+fn grafted_base_image_lands_under_its_path() {
+    let tmp = common::tempdir();
+    let mut base = Tree::new(Meta::at(T));
+    let w = base.add_dir(Tree::ROOT, "Windows", Meta::at(T)).unwrap();
+    let f = base
+        .add_file(
+            w,
+            "notepad.exe",
+            Meta::at(T),
+            Content::bytes(pattern(9000, 1)),
+        )
+        .unwrap();
+    base.add_hard_link(f, Tree::ROOT, "notepad-link.exe", None)
+        .unwrap();
+    let mut host = Tree::new(Meta::at(T));
+    host.add_dir(Tree::ROOT, "ProgramData", Meta::at(T))
+        .unwrap();
+    let at = "ProgramData\\Microsoft\\Windows\\Images\\CN=Test\\Files";
+    host.graft(at, &base).unwrap();
+    let err = host.graft(at, &base).unwrap_err().to_string();
+    assert!(
+        err.contains("already exists") && err.contains("Windows"),
+        "{err}"
+    );
+    let (img, _) = write_image(tmp.path(), "g.img", &host, &opts(32 << 20));
+    ntfsfix_clean(&img);
+    let p = "/ProgramData/Microsoft/Windows/Images/CN=Test/Files";
+    assert_eq!(
+        cat(&img, &format!("{p}/Windows/notepad.exe")),
+        pattern(9000, 1)
+    );
+    assert!(ntfsinfo(&img, &format!("{p}/notepad-link.exe"))
+        .contains("Number of Hard Links:\t 2 (0x2)"));
+}

@@ -40,6 +40,8 @@ pub enum Error {
     },
     #[error("{path}: {why}")]
     Unsupported { path: String, why: String },
+    #[error("{path}: {why}; fix the tree before writing")]
+    Invalid { path: String, why: String },
     #[error("writing the NTFS volume at byte {offset:#x}: {source}")]
     Write {
         offset: u64,

@@ -15,7 +15,7 @@ use super::record::{
 use super::{Error, NtfsOptions, NtfsReport};
 use crate::core::WriteAt;
 use crate::tree::content::{length_mismatch, Fetched, Prefetcher};
-use crate::tree::{upcase, Content, NameSpace, Node, NodeId, Stream, Tree, ATTR_DIRECTORY};
+use crate::tree::{self, upcase, Content, NameSpace, Node, NodeId, Stream, Tree, ATTR_DIRECTORY};
 
 /// First record number for tree files; 0–23 are reserved and 24–26 are $Extend files.
 const FIRST_USER_RECORD: u64 = 27;
@@ -352,6 +352,7 @@ impl Plan {
     }
 
     fn build(&mut self, tree: &Tree) -> Result<(), Error> {
+        validate(tree)?;
         // 1. Record numbers: each directory's children get consecutive numbers, then its
         //    subdirectories are visited in collation order.
         let mut number: Vec<u64> = vec![u64::MAX; tree.len()];
@@ -1614,6 +1615,87 @@ impl Plan {
         })?;
         Ok(self.report())
     }
+}
+
+/// Re-check what the tree API checks, since nodes can be edited in place: names, link
+/// counts, reparse data, descriptor ids, sparse ranges.
+fn validate(tree: &Tree) -> Result<(), Error> {
+    let bad = |id: NodeId, why: String| Error::Invalid {
+        path: tree.path_of(id),
+        why,
+    };
+    let nsd = tree.security_descriptors().len();
+    for (id, n) in tree.nodes() {
+        let mut names = 0usize;
+        for l in &n.links {
+            tree::check_name(&l.name).map_err(|w| {
+                bad(
+                    id,
+                    format!("name {:?}: {w}", String::from_utf16_lossy(&l.name)),
+                )
+            })?;
+            if let Some(d) = &l.dos_name {
+                tree::check_dos_name(d).map_err(|w| {
+                    bad(
+                        id,
+                        format!("DOS name {:?}: {w}", String::from_utf16_lossy(d)),
+                    )
+                })?;
+            }
+            names += l.spaces().len();
+        }
+        if names > tree::MAX_LINKS {
+            return Err(bad(
+                id,
+                format!("{names} names exceed the {} NTFS allows", tree::MAX_LINKS),
+            ));
+        }
+        if n.is_dir && n.links.len() > 1 {
+            return Err(bad(id, "a directory has more than one name".into()));
+        }
+        if let Some(r) = &n.meta.reparse {
+            if r.data.len() + 8 > tree::MAX_REPARSE_BYTES {
+                return Err(bad(
+                    id,
+                    format!(
+                        "reparse data of {} bytes exceeds {} bytes with its header",
+                        r.data.len(),
+                        tree::MAX_REPARSE_BYTES
+                    ),
+                ));
+            }
+        }
+        if let Some(s) = n.meta.security {
+            if s.0 as usize >= nsd {
+                return Err(bad(
+                    id,
+                    format!("security id {} is outside the table of {nsd}", s.0),
+                ));
+            }
+        }
+        if n.is_dir && !n.data.content.is_empty() {
+            return Err(bad(id, "a directory has unnamed data".into()));
+        }
+        for (k, s) in std::iter::once((&String::new(), &n.data)).chain(n.streams.iter()) {
+            if !k.is_empty() {
+                tree::check_name(&utf16(k))
+                    .map_err(|w| bad(id, format!("stream name {k:?}: {w}")))?;
+            }
+            if let Some(r) = &s.sparse {
+                let mut prev = 0;
+                for x in r {
+                    if x.start < prev || x.end < x.start || x.end > s.content.len() {
+                        return Err(bad(
+                            id,
+                            format!("sparse range {x:?} is out of order or past the stream end"),
+                        ));
+                    }
+                    prev = x.end;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn stream_of<'a>(tree: &'a Tree, node: NodeId, name: Option<&str>) -> &'a Stream {
