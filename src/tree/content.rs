@@ -245,6 +245,50 @@ impl Drop for Prefetcher {
 mod tests {
     use super::*;
 
+    /// A source whose opens take a while and that records how many run at once.
+    struct Slow {
+        now: std::sync::atomic::AtomicUsize,
+        max: std::sync::atomic::AtomicUsize,
+    }
+
+    impl ContentSource for Slow {
+        fn open(&self, id: u64) -> io::Result<Box<dyn Read + Send>> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let n = self.now.fetch_add(1, SeqCst) + 1;
+            self.max.fetch_max(n, SeqCst);
+            thread::sleep(std::time::Duration::from_millis(5));
+            self.now.fetch_sub(1, SeqCst);
+            Ok(Box::new(io::Cursor::new(vec![id as u8; 10])))
+        }
+    }
+
+    #[test]
+    fn prefetcher_opens_sources_in_parallel() {
+        let slow = Arc::new(Slow {
+            now: Default::default(),
+            max: Default::default(),
+        });
+        let items: Vec<Content> = (0..40)
+            .map(|id| Content::Source {
+                source: slow.clone(),
+                id,
+                len: 10,
+            })
+            .collect();
+        let mut p = Prefetcher::new(items, 4, 1 << 20, 1 << 20);
+        for id in 0..40u64 {
+            match p.next_item().unwrap() {
+                Fetched::Buffered(b) => assert_eq!(b, vec![id as u8; 10]),
+                Fetched::Reader(_) => panic!("small items are buffered"),
+            }
+            p.release();
+        }
+        assert!(
+            slow.max.load(std::sync::atomic::Ordering::SeqCst) > 1,
+            "no two opens overlapped"
+        );
+    }
+
     #[test]
     fn prefetcher_returns_items_in_order_within_budget() {
         let items: Vec<Content> = (0..200u32)

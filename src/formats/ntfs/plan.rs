@@ -1,7 +1,10 @@
 //! The volume plan: MFT record numbers, every record's attributes, index trees, cluster
 //! layout; then the single writing pass.
 
+use std::collections::HashMap;
 use std::io::Read;
+
+use rayon::prelude::*;
 
 use super::index::{self, BuiltIndex, INDEX_BLOCK_SIZE};
 use super::meta;
@@ -24,7 +27,8 @@ const FIRST_USER_RECORD: u64 = 27;
 const RESIDENT_MAX: usize = 700;
 /// Largest $ATTRIBUTE_LIST: Windows crashes on larger ones (facts §7).
 const MAX_ATTR_LIST: usize = 0x40000;
-/// Largest resident index $BITMAP we write (4096 blocks, a 16 MiB directory index).
+/// Largest index $BITMAP kept resident (4096 blocks, a 16 MiB directory index); larger
+/// ones get clusters so the directory's record never overflows.
 const MAX_INDEX_BITMAP: usize = 512;
 /// Largest $VOLUME_NAME in characters.
 const MAX_LABEL: usize = 128;
@@ -87,7 +91,12 @@ pub struct Plan {
     data_bytes: u64,
     /// The tree root's entries, merged with the metadata files' when record 5 is built.
     root_entries: Vec<(Vec<u16>, Vec<u8>)>,
+    /// Contents small enough to be resident, read ahead in parallel: (node, stream) → bytes.
+    small: HashMap<StreamKey, Vec<u8>>,
 }
+
+/// A stream of a node: (node index, stream name or None for the unnamed one).
+type StreamKey = (usize, Option<String>);
 
 fn mref(number: u64, seq: u16) -> u64 {
     number | (u64::from(seq) << 48)
@@ -211,6 +220,7 @@ impl Plan {
             dirs: 0,
             data_bytes: 0,
             root_entries: Vec::new(),
+            small: HashMap::new(),
         };
         p.build(tree)?;
         Ok(p)
@@ -273,11 +283,14 @@ impl Plan {
         let len = s.content.len();
         let aname = name.unwrap_or("");
         if resident {
-            // Resident values are read now; they are tiny and live in the record.
-            let v = s.content.read_all().map_err(|e| Error::Content {
-                path: format!("{node}"),
-                source: e,
-            })?;
+            // Resident values were read ahead (see `read_small`); they live in the record.
+            let v = if len == 0 {
+                Vec::new()
+            } else {
+                self.small
+                    .remove(&(node.0, name.map(str::to_string)))
+                    .expect("every resident candidate was read ahead")
+            };
             return Ok(Attr::resident(AT_DATA, aname, v));
         }
         let vcns = len.div_ceil(self.cs);
@@ -351,8 +364,44 @@ impl Plan {
         Ok(a)
     }
 
+    /// Read every content that may become resident, on the rayon pool: a WIM source
+    /// decompresses them in parallel instead of one by one while records are built.
+    fn read_small(&mut self, tree: &Tree) -> Result<(), Error> {
+        let mut small: Vec<(NodeId, Option<&String>, &Content)> = Vec::new();
+        for (id, n) in tree.nodes() {
+            let fits = |s: &Stream| {
+                s.sparse.is_none() && (1..=RESIDENT_MAX as u64).contains(&s.content.len())
+            };
+            if !n.is_dir && fits(&n.data) {
+                small.push((id, None, &n.data.content));
+            }
+            for (k, s) in n.streams.iter().filter(|(_, s)| fits(s)) {
+                small.push((id, Some(k), &s.content));
+            }
+        }
+        let read: Vec<Result<(StreamKey, Vec<u8>), Error>> = small
+            .par_iter()
+            .map(|(id, k, c)| {
+                let v = c.read_all().map_err(|e| Error::Content {
+                    path: match k {
+                        Some(k) => format!("{}:{k}", tree.path_of(*id)),
+                        None => tree.path_of(*id),
+                    },
+                    source: e,
+                })?;
+                Ok(((id.0, k.cloned()), v))
+            })
+            .collect();
+        for r in read {
+            let (k, v) = r?;
+            self.small.insert(k, v);
+        }
+        Ok(())
+    }
+
     fn build(&mut self, tree: &Tree) -> Result<(), Error> {
         validate(tree)?;
+        self.read_small(tree)?;
         // 1. Record numbers: each directory's children get consecutive numbers, then its
         //    subdirectories are visited in collation order.
         let mut number: Vec<u64> = vec![u64::MAX; tree.len()];
@@ -547,7 +596,6 @@ impl Plan {
                         index::COLLATION_FILE_NAME,
                         &e,
                         room.saturating_sub(others),
-                        &tree.path_of(id),
                     )?;
                 }
                 // Decide residency: demote the largest resident streams until the record fits.
@@ -621,6 +669,7 @@ impl Plan {
                 )?;
             }
         }
+        self.small = HashMap::new();
         self.records.resize_with(ext_next as usize, || None);
         self.system_records(tree, &dups, objids, reparses)?;
         self.layout()
@@ -655,7 +704,6 @@ impl Plan {
         collation: u32,
         entries: &[Vec<u8>],
         room: usize,
-        path: &str,
     ) -> Result<Vec<Attr>, Error> {
         let units = self.block_vcn_units();
         let name_len = name.encode_utf16().count();
@@ -679,21 +727,16 @@ impl Plan {
             for i in 0..blocks {
                 bitmap[i / 8] |= 1 << (i % 8);
             }
-            if bitmap.len() > MAX_INDEX_BITMAP {
-                return Err(Error::Unsupported {
-                    path: path.into(),
-                    why: format!(
-                        "an index of {blocks} blocks ({} entries) is larger than this writer supports ({} blocks)",
-                        entries.len(),
-                        MAX_INDEX_BITMAP * 8
-                    ),
-                });
-            }
             let bytes: Vec<u8> = built.blocks.concat();
             // The allocation is sized in clusters; blocks smaller than a cluster share one.
             let data_size = bytes.len() as u64;
             out.push(self.placed(AT_INDEX_ALLOCATION, name, data_size, Fill::Bytes(bytes)));
-            out.push(Attr::resident(AT_BITMAP, name, bitmap));
+            if bitmap.len() > MAX_INDEX_BITMAP {
+                let len = bitmap.len() as u64;
+                out.push(self.placed(AT_BITMAP, name, len, Fill::Bytes(bitmap)));
+            } else {
+                out.push(Attr::resident(AT_BITMAP, name, bitmap));
+            }
         }
         Ok(out)
     }
@@ -1088,16 +1131,8 @@ impl Plan {
             index::COLLATION_NTOFS_SECURITY_HASH,
             &sdh,
             half,
-            "$Secure",
         )?);
-        attrs.extend(self.index_attrs(
-            "$SII",
-            0,
-            index::COLLATION_NTOFS_ULONG,
-            &sii,
-            half,
-            "$Secure",
-        )?);
+        attrs.extend(self.index_attrs("$SII", 0, index::COLLATION_NTOFS_ULONG, &sii, half)?);
         let f = self.sys_record(
             9,
             "$Secure",
@@ -1171,21 +1206,14 @@ impl Plan {
             index::view_entry(&1u32.to_le_bytes(), 0x14, &qdata(1, &[]), &[]),
             index::view_entry(&0x100u32.to_le_bytes(), 0x14, &qdata(1, &admins), &[]),
         ];
-        let mut attrs = self.index_attrs(
-            "$O",
-            0,
-            index::COLLATION_NTOFS_SID,
-            &quota_o,
-            room / 3,
-            "$Quota",
-        )?;
+        let mut attrs =
+            self.index_attrs("$O", 0, index::COLLATION_NTOFS_SID, &quota_o, room / 3)?;
         attrs.extend(self.index_attrs(
             "$Q",
             0,
             index::COLLATION_NTOFS_ULONG,
             &quota_q,
             room / 3,
-            "$Quota",
         )?);
         let fq = self.sys_record(
             24,
@@ -1199,14 +1227,7 @@ impl Plan {
         )?;
         objids.sort_by_key(|a| ulongs(&a.0));
         let oe: Vec<Vec<u8>> = objids.into_iter().map(|(_, e)| e).collect();
-        let attrs = self.index_attrs(
-            "$O",
-            0,
-            index::COLLATION_NTOFS_ULONGS,
-            &oe,
-            room / 2,
-            "$ObjId",
-        )?;
+        let attrs = self.index_attrs("$O", 0, index::COLLATION_NTOFS_ULONGS, &oe, room / 2)?;
         let fo = self.sys_record(
             25,
             "$ObjId",
@@ -1218,14 +1239,8 @@ impl Plan {
             (0, 0),
         )?;
         reparses.sort_by_key(|a| ulongs(&a[16..28]));
-        let attrs = self.index_attrs(
-            "$R",
-            0,
-            index::COLLATION_NTOFS_ULONGS,
-            &reparses,
-            room / 2,
-            "$Reparse",
-        )?;
+        let attrs =
+            self.index_attrs("$R", 0, index::COLLATION_NTOFS_ULONGS, &reparses, room / 2)?;
         let fr = self.sys_record(
             26,
             "$Reparse",
@@ -1248,7 +1263,6 @@ impl Plan {
             index::COLLATION_FILE_NAME,
             &ext_entries,
             room / 2,
-            "$Extend",
         )?;
         let f = self.sys_record(
             11,
@@ -1322,7 +1336,6 @@ impl Plan {
             index::COLLATION_FILE_NAME,
             &entries,
             room.saturating_sub(others),
-            "\\",
         )?;
         let mut attrs = attrs;
         attrs.push(Attr::resident(
