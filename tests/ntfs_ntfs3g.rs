@@ -966,3 +966,88 @@ fn grafted_base_image_lands_under_its_path() {
     assert!(ntfsinfo(&img, &format!("{p}/notepad-link.exe"))
         .contains("Number of Hard Links:\t 2 (0x2)"));
 }
+
+/// libfsntfs, a third reader, lists every path and stream of the fixture.
+#[test]
+fn fsntfsinfo_lists_every_path_and_stream() {
+    let tmp = common::tempdir();
+    let tree = fixture();
+    let (img, _) = write_image(tmp.path(), "l.img", &tree, &volume_opts());
+    let out = common::run_ok(common::tool("fsntfsinfo").arg("-H").arg(&img));
+    let got: BTreeSet<String> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("File system hierarchy:"))
+        .filter(|l| l.starts_with('\\') && !l.starts_with("\\$"))
+        .map(str::to_string)
+        .collect();
+    let mut want = BTreeSet::new();
+    for (_, n) in tree.nodes() {
+        for l in &n.links {
+            let parent = tree.path_of(l.parent);
+            let sep = if parent == "\\" { "" } else { "\\" };
+            let p = format!("{parent}{sep}{}", String::from_utf16(&l.name).unwrap());
+            for k in n.streams.keys() {
+                want.insert(format!("{p}:{k}"));
+            }
+            want.insert(p);
+        }
+    }
+    // libfsntfs 20200921 decodes surrogate pairs wrongly (U+1F600 comes out as U+1F201;
+    // ntfsls and the ntfs crate read them right), so names outside the BMP are left out here.
+    let bmp = |p: &String| p.chars().all(|c| (c as u32) < 0x10000);
+    let got: BTreeSet<String> = got.into_iter().filter(bmp).collect();
+    let want: BTreeSet<String> = want.into_iter().filter(bmp).collect();
+    let missing: Vec<_> = want.difference(&got).take(5).collect();
+    let extra: Vec<_> = got.difference(&want).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, unexpected {extra:?}"
+    );
+    let entries = common::run(common::tool("fsntfsinfo").args(["-E", "all"]).arg(&img));
+    let text = String::from_utf8_lossy(&entries.stdout).into_owned()
+        + &String::from_utf8_lossy(&entries.stderr);
+    assert!(
+        entries.status.success() && !text.contains("Unable"),
+        "{}",
+        &text[text.len().saturating_sub(2000)..]
+    );
+}
+
+/// A volume written at a partition offset holds the same bytes as one written at 0, and
+/// nothing outside its range is touched.
+#[test]
+fn partition_offset_shifts_the_volume_only() {
+    use nanoforge::core::{MemDisk, ReadAt};
+    let mut t = Tree::new(Meta::at(T));
+    t.add_file(
+        Tree::ROOT,
+        "f",
+        Meta::at(T),
+        Content::bytes(pattern(10_000, 4)),
+    )
+    .unwrap();
+    let o = NtfsOptions {
+        hidden_sectors: 2048,
+        ..opts(8 << 20)
+    };
+    let mut a = MemDisk::new(o.size);
+    write_volume(&t, &o, &mut a, 0).unwrap();
+    let off = 1u64 << 20;
+    let mut b = MemDisk::new(o.size + 2 * off);
+    write_volume(&t, &o, &mut b, off).unwrap();
+    let mut va = vec![0u8; o.size as usize];
+    a.read_at(0, &mut va).unwrap();
+    let mut vb = vec![0u8; o.size as usize];
+    b.read_at(off, &mut vb).unwrap();
+    assert!(va == vb);
+    let ranges = b.data_ranges().unwrap();
+    assert!(
+        ranges
+            .iter()
+            .all(|r| r.start >= off && r.end <= off + o.size),
+        "{ranges:?}"
+    );
+    assert_eq!(u32::from_le_bytes(va[0x1C..0x20].try_into().unwrap()), 2048);
+    let mut small = MemDisk::new(o.size);
+    assert!(write_volume(&t, &o, &mut small, 512).is_err());
+}
