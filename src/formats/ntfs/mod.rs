@@ -21,6 +21,8 @@ mod index;
 mod meta;
 mod plan;
 mod record;
+mod system;
+mod write;
 
 use crate::core::WriteAt;
 use crate::tree::Tree;

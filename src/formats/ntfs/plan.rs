@@ -1,54 +1,51 @@
 //! The volume plan: MFT record numbers, every record's attributes, index trees, cluster
-//! layout; then the single writing pass.
+//! layout. `system.rs` adds the metadata files and `write.rs` the writing pass.
 
 use std::collections::HashMap;
-use std::io::Read;
 
 use rayon::prelude::*;
 
 use super::index::{self, BuiltIndex, INDEX_BLOCK_SIZE};
-use super::meta;
 use super::record::{self, Attr, Body, NonResident, RecordHeader, Run, UNPLACED};
 use super::record::{
     ATTR_IS_SPARSE, AT_ATTRIBUTE_LIST, AT_BITMAP, AT_DATA, AT_FILE_NAME, AT_INDEX_ALLOCATION,
-    AT_INDEX_ROOT, AT_OBJECT_ID, AT_REPARSE_POINT, AT_STANDARD_INFORMATION, AT_VOLUME_INFORMATION,
-    AT_VOLUME_NAME, MFT_RECORD_IN_USE, MFT_RECORD_IS_4, MFT_RECORD_IS_DIRECTORY,
-    MFT_RECORD_IS_VIEW_INDEX,
+    AT_INDEX_ROOT, AT_OBJECT_ID, AT_REPARSE_POINT, AT_STANDARD_INFORMATION, MFT_RECORD_IN_USE,
+    MFT_RECORD_IS_DIRECTORY,
 };
 use super::{Error, NtfsOptions, NtfsReport};
-use crate::core::WriteAt;
-use crate::tree::content::{length_mismatch, Fetched, Prefetcher};
-use crate::tree::{self, upcase, Content, NameSpace, Node, NodeId, Stream, Tree, ATTR_DIRECTORY};
+use crate::tree::{self, Content, NameSpace, Node, NodeId, Stream, Tree, ATTR_DIRECTORY};
 
 /// First record number for tree files; 0–23 are reserved and 24–26 are $Extend files.
-const FIRST_USER_RECORD: u64 = 27;
+pub(super) const FIRST_USER_RECORD: u64 = 27;
 /// Resident $DATA up to this size stays in the record if the record has room (Windows
 /// keeps small files resident; larger ones always get clusters).
-const RESIDENT_MAX: usize = 700;
+pub(super) const RESIDENT_MAX: usize = 700;
 /// Largest $ATTRIBUTE_LIST: Windows crashes on larger ones (facts §7).
-const MAX_ATTR_LIST: usize = 0x40000;
+pub(super) const MAX_ATTR_LIST: usize = 0x40000;
 /// Largest index $BITMAP kept resident (4096 blocks, a 16 MiB directory index); larger
 /// ones get clusters so the directory's record never overflows.
-const MAX_INDEX_BITMAP: usize = 512;
+pub(super) const MAX_INDEX_BITMAP: usize = 512;
 /// Largest $VOLUME_NAME in characters.
-const MAX_LABEL: usize = 128;
+pub(super) const MAX_LABEL: usize = 128;
 /// Security ids: the two system descriptors (facts §2.7), then our default, then the tree's.
-const SECID_SYSTEM: u32 = 0x100;
-const SECID_SYSTEM_RW: u32 = 0x101;
-const SECID_DEFAULT: u32 = 0x102;
-const SECID_TREE_FIRST: u32 = 0x103;
+pub(super) const SECID_SYSTEM: u32 = 0x100;
+pub(super) const SECID_SYSTEM_RW: u32 = 0x101;
+pub(super) const SECID_DEFAULT: u32 = 0x102;
+pub(super) const SECID_TREE_FIRST: u32 = 0x103;
 /// $SDS: entries live in 256 KiB blocks, each mirrored in the following block.
-const SDS_BLOCK: u64 = 0x40000;
+pub(super) const SDS_BLOCK: u64 = 0x40000;
 
 /// File attribute bits.
-const FA_HIDDEN_SYSTEM: u32 = 0x6;
-const FA_SPARSE: u32 = 0x200;
-const FA_REPARSE: u32 = 0x400;
-const FA_DUP_DIRECTORY: u32 = 0x1000_0000;
-const FA_DUP_VIEW_INDEX: u32 = 0x2000_0000;
+pub(super) const FA_HIDDEN_SYSTEM: u32 = 0x6;
+pub(super) const FA_SPARSE: u32 = 0x200;
+pub(super) const FA_REPARSE: u32 = 0x400;
+pub(super) const FA_DUP_DIRECTORY: u32 = 0x1000_0000;
+pub(super) const FA_DUP_VIEW_INDEX: u32 = 0x2000_0000;
 
 /// What fills an allocated area.
-enum Fill {
+pub(super) enum Fill {
+    /// The $MFT:$BITMAP, generated when written from the records in use.
+    MftBitmap,
     MftMirr,
     Mft,
     Bytes(Vec<u8>),
@@ -62,51 +59,51 @@ enum Fill {
     },
 }
 
-struct Rec {
-    header: RecordHeader,
-    attrs: Vec<Attr>,
+pub(super) struct Rec {
+    pub(super) header: RecordHeader,
+    pub(super) attrs: Vec<Attr>,
 }
 
-struct Job {
-    lcn: u64,
-    clusters: u64,
-    fill: usize,
+pub(super) struct Job {
+    pub(super) lcn: u64,
+    pub(super) clusters: u64,
+    pub(super) fill: usize,
 }
 
 pub struct Plan {
-    cs: u64,
-    rs: usize,
-    sector: u64,
-    size: u64,
-    nr_clusters: u64,
-    opts: NtfsOptions,
-    records: Vec<Option<Rec>>,
-    fills: Vec<Fill>,
-    jobs: Vec<Job>,
-    mft_lcn: u64,
-    mftmirr_lcn: u64,
-    used_clusters: u64,
-    files: u64,
-    dirs: u64,
-    data_bytes: u64,
+    pub(super) cs: u64,
+    pub(super) rs: usize,
+    pub(super) sector: u64,
+    pub(super) size: u64,
+    pub(super) nr_clusters: u64,
+    pub(super) opts: NtfsOptions,
+    pub(super) records: Vec<Option<Rec>>,
+    pub(super) fills: Vec<Fill>,
+    pub(super) jobs: Vec<Job>,
+    pub(super) mft_lcn: u64,
+    pub(super) mftmirr_lcn: u64,
+    pub(super) used_clusters: u64,
+    pub(super) files: u64,
+    pub(super) dirs: u64,
+    pub(super) data_bytes: u64,
     /// The tree root's entries, merged with the metadata files' when record 5 is built.
-    root_entries: Vec<(Vec<u16>, Vec<u8>)>,
+    pub(super) root_entries: Vec<(Vec<u16>, Vec<u8>)>,
     /// Contents small enough to be resident, read ahead in parallel: (node, stream) → bytes.
-    small: HashMap<StreamKey, Vec<u8>>,
+    pub(super) small: HashMap<StreamKey, Vec<u8>>,
 }
 
 /// A stream of a node: (node index, stream name or None for the unnamed one).
-type StreamKey = (usize, Option<String>);
+pub(super) type StreamKey = (usize, Option<String>);
 
-fn mref(number: u64, seq: u16) -> u64 {
+pub(super) fn mref(number: u64, seq: u16) -> u64 {
     number | (u64::from(seq) << 48)
 }
 
-fn utf16(s: &str) -> Vec<u16> {
+pub(super) fn utf16(s: &str) -> Vec<u16> {
     s.encode_utf16().collect()
 }
 
-fn si_value(times: [u64; 4], fa: u32, secid: u32) -> Vec<u8> {
+pub(super) fn si_value(times: [u64; 4], fa: u32, secid: u32) -> Vec<u8> {
     let mut v = vec![0u8; 72];
     for (i, t) in times.iter().enumerate() {
         v[i * 8..i * 8 + 8].copy_from_slice(&t.to_le_bytes());
@@ -117,7 +114,7 @@ fn si_value(times: [u64; 4], fa: u32, secid: u32) -> Vec<u8> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn fn_value(
+pub(super) fn fn_value(
     parent: u64,
     times: [u64; 4],
     alloc: u64,
@@ -145,7 +142,7 @@ fn fn_value(
 }
 
 /// Compare keys as sequences of u32 (COLLATION_NTOFS_ULONGS).
-fn ulongs(k: &[u8]) -> Vec<u32> {
+pub(super) fn ulongs(k: &[u8]) -> Vec<u32> {
     k.chunks(4)
         .map(|c| {
             let mut b = [0u8; 4];
@@ -157,11 +154,11 @@ fn ulongs(k: &[u8]) -> Vec<u32> {
 
 /// Per-node facts the parent's index needs.
 #[derive(Clone, Copy, Default)]
-struct Dup {
-    alloc: u64,
-    data: u64,
-    fa: u32,
-    ext: u32,
+pub(super) struct Dup {
+    pub(super) alloc: u64,
+    pub(super) data: u64,
+    pub(super) fa: u32,
+    pub(super) ext: u32,
 }
 
 impl Plan {
@@ -238,21 +235,21 @@ impl Plan {
         }
     }
 
-    fn mft_clusters(&self) -> u64 {
+    pub(super) fn mft_clusters(&self) -> u64 {
         (self.records.len() as u64 * self.rs as u64).div_ceil(self.cs)
     }
 
-    fn mft_records(&self) -> u64 {
+    pub(super) fn mft_records(&self) -> u64 {
         self.mft_clusters() * self.cs / self.rs as u64
     }
 
-    fn add_fill(&mut self, f: Fill) -> usize {
+    pub(super) fn add_fill(&mut self, f: Fill) -> usize {
         self.fills.push(f);
         self.fills.len() - 1
     }
 
     /// A non-resident attribute whose clusters the layout places, holding `fill`.
-    fn placed(&mut self, ty: u32, name: &str, data_size: u64, fill: Fill) -> Attr {
+    pub(super) fn placed(&mut self, ty: u32, name: &str, data_size: u64, fill: Fill) -> Attr {
         let clusters = data_size.div_ceil(self.cs);
         let f = self.add_fill(fill);
         Attr::non_resident(
@@ -273,7 +270,7 @@ impl Plan {
     }
 
     /// $DATA for a tree stream, resident or not.
-    fn data_attr(
+    pub(super) fn data_attr(
         &mut self,
         node: NodeId,
         name: Option<&str>,
@@ -366,7 +363,7 @@ impl Plan {
 
     /// Read every content that may become resident, on the rayon pool: a WIM source
     /// decompresses them in parallel instead of one by one while records are built.
-    fn read_small(&mut self, tree: &Tree) -> Result<(), Error> {
+    pub(super) fn read_small(&mut self, tree: &Tree) -> Result<(), Error> {
         let mut small: Vec<(NodeId, Option<&String>, &Content)> = Vec::new();
         for (id, n) in tree.nodes() {
             let fits = |s: &Stream| {
@@ -399,7 +396,7 @@ impl Plan {
         Ok(())
     }
 
-    fn build(&mut self, tree: &Tree) -> Result<(), Error> {
+    pub(super) fn build(&mut self, tree: &Tree) -> Result<(), Error> {
         validate(tree)?;
         self.read_small(tree)?;
         // 1. Record numbers: each directory's children get consecutive numbers, then its
@@ -436,7 +433,7 @@ impl Plan {
             mref(n, if n == 5 { 5 } else { 1 })
         };
         // System names reserved in the root.
-        for sys in SYSTEM_NAMES {
+        for sys in super::system::SYSTEM_NAMES {
             if tree.child(Tree::ROOT, sys).is_some() {
                 return Err(Error::Unsupported {
                     path: format!("\\{sys}"),
@@ -676,17 +673,8 @@ impl Plan {
     }
 }
 
-/// Names of the metadata files in the root.
-const SYSTEM_NAMES: [&str; 11] = [
-    "$MFT", "$MFTMirr", "$LogFile", "$Volume", "$AttrDef", "$Bitmap", "$Boot", "$BadClus",
-    "$Secure", "$UpCase", "$Extend",
-];
-
-/// Fill for the $MFT bitmap (generated when written).
-const FILL_MFT_BITMAP: u8 = 0;
-
 impl Plan {
-    fn block_vcn_units(&self) -> u64 {
+    pub(super) fn block_vcn_units(&self) -> u64 {
         // Index block VCNs count clusters when a block spans whole clusters, else 512-byte
         // units (facts §5).
         if INDEX_BLOCK_SIZE as u64 >= self.cs {
@@ -697,7 +685,7 @@ impl Plan {
     }
 
     /// $INDEX_ROOT (+ $INDEX_ALLOCATION and $BITMAP when the entries do not fit `room`).
-    fn index_attrs(
+    pub(super) fn index_attrs(
         &mut self,
         name: &str,
         indexed_type: u32,
@@ -744,7 +732,7 @@ impl Plan {
     /// Put `attrs` into record `num`, spilling into extension records with an
     /// $ATTRIBUTE_LIST when they do not fit (facts §7).
     #[allow(clippy::too_many_arguments)]
-    fn pack(
+    pub(super) fn pack(
         &mut self,
         num: u64,
         seq: u16,
@@ -871,7 +859,7 @@ impl Plan {
         Ok(())
     }
 
-    fn set_record(&mut self, num: u64, r: Rec) {
+    pub(super) fn set_record(&mut self, num: u64, r: Rec) {
         let i = num as usize;
         if self.records.len() <= i {
             self.records.resize_with(i + 1, || None);
@@ -879,492 +867,8 @@ impl Plan {
         self.records[i] = Some(r);
     }
 
-    fn sys_times(&self) -> [u64; 4] {
-        [self.opts.time; 4]
-    }
-
-    /// A metadata file's record: SI, FN (in `parent`), the given attributes.
-    #[allow(clippy::too_many_arguments)]
-    fn sys_record(
-        &mut self,
-        num: u64,
-        name: &str,
-        parent: u64,
-        secid: u32,
-        fa: u32,
-        flags: u16,
-        mut attrs: Vec<Attr>,
-        dup: (u64, u64),
-    ) -> Result<Vec<u8>, Error> {
-        let t = self.sys_times();
-        let is_dir = flags & MFT_RECORD_IS_DIRECTORY != 0;
-        let fn_fa = if is_dir { fa | FA_DUP_DIRECTORY } else { fa };
-        let fnv = fn_value(
-            parent,
-            t,
-            dup.0,
-            dup.1,
-            fn_fa,
-            0,
-            &utf16(name),
-            NameSpace::Win32AndDos as u8,
-        );
-        attrs.push(Attr::resident(
-            AT_STANDARD_INFORMATION,
-            "",
-            si_value(t, fa, secid),
-        ));
-        attrs.push(Attr::resident(AT_FILE_NAME, "", fnv.clone()));
-        let seq = if num == 0 { 1 } else { num as u16 };
-        let mut no_ext = u64::MAX;
-        self.pack(num, seq, flags, 1, attrs, &mut no_ext, name)?;
-        if no_ext != u64::MAX {
-            return Err(Error::Unsupported {
-                path: name.into(),
-                why: "metadata file overflows its MFT record".into(),
-            });
-        }
-        Ok(fnv)
-    }
-
-    fn placed_dup(&self, a: &Attr) -> (u64, u64) {
-        match &a.body {
-            Body::NonResident(nr) => (nr.vcns() * self.cs, nr.data_size),
-            Body::Resident { value, .. } => ((value.len() as u64 + 7) & !7, value.len() as u64),
-        }
-    }
-
-    fn system_records(
-        &mut self,
-        tree: &Tree,
-        _dups: &[Dup],
-        mut objids: Vec<(Vec<u8>, Vec<u8>)>,
-        mut reparses: Vec<Vec<u8>>,
-    ) -> Result<(), Error> {
-        let root_ref = mref(5, 5);
-        let ext_ref = mref(11, 11);
-        let t = self.sys_times();
-        let mut root_list: Vec<(Vec<u16>, Vec<u8>)> = std::mem::take(&mut self.root_entries);
-        let mut add_root = |name: &str, num: u64, fnv: Vec<u8>| {
-            let seq = if num == 0 { 1 } else { num as u16 };
-            root_list.push((utf16(name), index::file_name_entry(mref(num, seq), &fnv)));
-        };
-        let hs = FA_HIDDEN_SYSTEM;
-        let room = record::record_room(self.rs);
-
-        // 1 $MFTMirr: a byte copy of the first records (ntfs-3g compares max(4, cluster/record)).
-        let mirr_records = (self.cs as usize / self.rs).max(4) as u64;
-        let a = self.placed(AT_DATA, "", mirr_records * self.rs as u64, Fill::MftMirr);
-        let d = self.placed_dup(&a);
-        let f = self.sys_record(
-            1,
-            "$MFTMirr",
-            root_ref,
-            SECID_SYSTEM,
-            hs,
-            MFT_RECORD_IN_USE,
-            vec![a],
-            d,
-        )?;
-        add_root("$MFTMirr", 1, f);
-        // 2 $LogFile, all 0xFF: empty and clean to ntfs-3g and ntfs3 (facts §2.3).
-        let a = self.placed(
-            AT_DATA,
-            "",
-            meta::logfile_size(self.size, self.cs),
-            Fill::Repeat(0xFF),
-        );
-        let d = self.placed_dup(&a);
-        let f = self.sys_record(
-            2,
-            "$LogFile",
-            root_ref,
-            SECID_SYSTEM,
-            hs,
-            MFT_RECORD_IN_USE,
-            vec![a],
-            d,
-        )?;
-        add_root("$LogFile", 2, f);
-        // 3 $Volume.
-        let label: Vec<u8> = self
-            .opts
-            .label
-            .encode_utf16()
-            .flat_map(|c| c.to_le_bytes())
-            .collect();
-        let mut vi = vec![0u8; 12];
-        vi[8] = 3;
-        vi[9] = 1;
-        let attrs = vec![
-            Attr::resident(AT_VOLUME_NAME, "", label),
-            Attr::resident(AT_VOLUME_INFORMATION, "", vi),
-            Attr::resident(AT_DATA, "", Vec::new()),
-        ];
-        let f = self.sys_record(
-            3,
-            "$Volume",
-            root_ref,
-            SECID_SYSTEM_RW,
-            hs,
-            MFT_RECORD_IN_USE,
-            attrs,
-            (0, 0),
-        )?;
-        add_root("$Volume", 3, f);
-        // 4 $AttrDef.
-        let ad = meta::attrdef();
-        let a = self.placed(AT_DATA, "", ad.len() as u64, Fill::Bytes(ad));
-        let d = self.placed_dup(&a);
-        let f = self.sys_record(
-            4,
-            "$AttrDef",
-            root_ref,
-            SECID_SYSTEM,
-            hs,
-            MFT_RECORD_IN_USE,
-            vec![a],
-            d,
-        )?;
-        add_root("$AttrDef", 4, f);
-        // 6 $Bitmap: one bit per cluster, in 8-byte multiples; must be non-resident.
-        let bm_len = self.nr_clusters.div_ceil(64) * 8;
-        let a = self.placed(AT_DATA, "", bm_len, Fill::Bitmap);
-        let d = self.placed_dup(&a);
-        let f = self.sys_record(
-            6,
-            "$Bitmap",
-            root_ref,
-            SECID_SYSTEM,
-            hs,
-            MFT_RECORD_IN_USE,
-            vec![a],
-            d,
-        )?;
-        add_root("$Bitmap", 6, f);
-        // 7 $Boot at LCN 0: 8 KiB or one cluster.
-        let boot_clusters = 8192u64.div_ceil(self.cs);
-        let a = Attr::non_resident(
-            AT_DATA,
-            "",
-            NonResident {
-                runs: vec![Run {
-                    lcn: Some(0),
-                    len: boot_clusters,
-                }],
-                data_size: boot_clusters * self.cs,
-                init_size: boot_clusters * self.cs,
-                max_lcn: self.nr_clusters,
-                cluster: self.cs,
-                fill: None,
-            },
-        );
-        let d = self.placed_dup(&a);
-        let f = self.sys_record(
-            7,
-            "$Boot",
-            root_ref,
-            SECID_SYSTEM,
-            hs,
-            MFT_RECORD_IN_USE,
-            vec![a],
-            d,
-        )?;
-        add_root("$Boot", 7, f);
-        // 8 $BadClus: empty $DATA and $Bad, one hole over the volume, initialized size 0.
-        let bad = Attr::non_resident(
-            AT_DATA,
-            "$Bad",
-            NonResident {
-                runs: vec![Run {
-                    lcn: None,
-                    len: self.nr_clusters,
-                }],
-                data_size: self.nr_clusters * self.cs,
-                init_size: 0,
-                max_lcn: self.nr_clusters,
-                cluster: self.cs,
-                fill: None,
-            },
-        );
-        let attrs = vec![Attr::resident(AT_DATA, "", Vec::new()), bad];
-        let f = self.sys_record(
-            8,
-            "$BadClus",
-            root_ref,
-            SECID_SYSTEM,
-            hs,
-            MFT_RECORD_IN_USE,
-            attrs,
-            (0, 0),
-        )?;
-        add_root("$BadClus", 8, f);
-        // 9 $Secure.
-        let mut sds_list: Vec<(u32, Vec<u8>)> = vec![
-            (SECID_SYSTEM, meta::system_descriptor(0x0012_0089)),
-            (SECID_SYSTEM_RW, meta::system_descriptor(0x0012_019F)),
-            (SECID_DEFAULT, meta::default_descriptor()),
-        ];
-        for (i, sd) in tree.security_descriptors().iter().enumerate() {
-            sds_list.push((SECID_TREE_FIRST + i as u32, sd.to_vec()));
-        }
-        let (sds, headers) = build_sds(&sds_list);
-        let mut sii: Vec<Vec<u8>> = Vec::new();
-        let mut sdh: Vec<(u32, u32, Vec<u8>)> = Vec::new();
-        for h in &headers {
-            let hash = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
-            let id = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
-            sii.push(index::view_entry(&id.to_le_bytes(), 0x14, h, &[]));
-            let mut key = hash.to_le_bytes().to_vec();
-            key.extend_from_slice(&id.to_le_bytes());
-            sdh.push((hash, id, index::view_entry(&key, 0x18, h, b"I\0I\0")));
-        }
-        sdh.sort_by_key(|(h, i, _)| (*h, *i));
-        let sdh: Vec<Vec<u8>> = sdh.into_iter().map(|(_, _, e)| e).collect();
-        let sds_attr = self.placed(AT_DATA, "$SDS", sds.len() as u64, Fill::Bytes(sds));
-        let base = 0x18 + 72 + 0x18 + 0x42 + 16 + sds_attr.len();
-        let half = room.saturating_sub(base) / 2;
-        let mut attrs = vec![sds_attr];
-        attrs.extend(self.index_attrs(
-            "$SDH",
-            0,
-            index::COLLATION_NTOFS_SECURITY_HASH,
-            &sdh,
-            half,
-        )?);
-        attrs.extend(self.index_attrs("$SII", 0, index::COLLATION_NTOFS_ULONG, &sii, half)?);
-        let f = self.sys_record(
-            9,
-            "$Secure",
-            root_ref,
-            SECID_SYSTEM_RW,
-            hs | FA_DUP_VIEW_INDEX,
-            MFT_RECORD_IN_USE | MFT_RECORD_IS_VIEW_INDEX,
-            attrs,
-            (0, 0),
-        )?;
-        add_root("$Secure", 9, f);
-        // 10 $UpCase.
-        let a = self.placed(AT_DATA, "", 131072, Fill::Bytes(upcase::table_bytes()));
-        let d = self.placed_dup(&a);
-        let attrs = vec![a, Attr::resident(AT_DATA, "$Info", meta::upcase_info())];
-        let f = self.sys_record(
-            10,
-            "$UpCase",
-            root_ref,
-            SECID_SYSTEM,
-            hs,
-            MFT_RECORD_IN_USE,
-            attrs,
-            d,
-        )?;
-        add_root("$UpCase", 10, f);
-        // 12–15: reserved, in use, no name.
-        for n in 12..16u64 {
-            let attrs = vec![
-                Attr::resident(
-                    AT_STANDARD_INFORMATION,
-                    "",
-                    si_value(t, hs, SECID_SYSTEM_RW),
-                ),
-                Attr::resident(AT_DATA, "", Vec::new()),
-            ];
-            let mut no_ext = u64::MAX;
-            self.pack(
-                n,
-                n as u16,
-                MFT_RECORD_IN_USE,
-                0,
-                attrs,
-                &mut no_ext,
-                "reserved record",
-            )?;
-        }
-        // 24 $Quota, 25 $ObjId, 26 $Reparse (view indexes under $Extend).
-        let view_flags = MFT_RECORD_IN_USE | MFT_RECORD_IS_4 | MFT_RECORD_IS_VIEW_INDEX;
-        let vfa = hs | FA_DUP_VIEW_INDEX;
-        let admins = [1u8, 2, 0, 0, 0, 0, 0, 5, 32, 0, 0, 0, 0x20, 2, 0, 0];
-        let quota_o = vec![index::view_entry(
-            &admins,
-            0x20,
-            &0x100u32.to_le_bytes(),
-            &0x20u32.to_le_bytes(),
-        )];
-        let qdata = |flags: u32, sid: &[u8]| {
-            let mut d = Vec::new();
-            d.extend_from_slice(&2u32.to_le_bytes());
-            d.extend_from_slice(&flags.to_le_bytes());
-            d.extend_from_slice(&0u64.to_le_bytes());
-            d.extend_from_slice(&t[0].to_le_bytes());
-            d.extend_from_slice(&(-1i64).to_le_bytes());
-            d.extend_from_slice(&(-1i64).to_le_bytes());
-            d.extend_from_slice(&0u64.to_le_bytes());
-            d.extend_from_slice(sid);
-            d
-        };
-        let quota_q = vec![
-            index::view_entry(&1u32.to_le_bytes(), 0x14, &qdata(1, &[]), &[]),
-            index::view_entry(&0x100u32.to_le_bytes(), 0x14, &qdata(1, &admins), &[]),
-        ];
-        let mut attrs =
-            self.index_attrs("$O", 0, index::COLLATION_NTOFS_SID, &quota_o, room / 3)?;
-        attrs.extend(self.index_attrs(
-            "$Q",
-            0,
-            index::COLLATION_NTOFS_ULONG,
-            &quota_q,
-            room / 3,
-        )?);
-        let fq = self.sys_record(
-            24,
-            "$Quota",
-            ext_ref,
-            SECID_SYSTEM_RW,
-            vfa,
-            view_flags,
-            attrs,
-            (0, 0),
-        )?;
-        objids.sort_by_key(|a| ulongs(&a.0));
-        let oe: Vec<Vec<u8>> = objids.into_iter().map(|(_, e)| e).collect();
-        let attrs = self.index_attrs("$O", 0, index::COLLATION_NTOFS_ULONGS, &oe, room / 2)?;
-        let fo = self.sys_record(
-            25,
-            "$ObjId",
-            ext_ref,
-            SECID_SYSTEM_RW,
-            vfa,
-            view_flags,
-            attrs,
-            (0, 0),
-        )?;
-        reparses.sort_by_key(|a| ulongs(&a[16..28]));
-        let attrs =
-            self.index_attrs("$R", 0, index::COLLATION_NTOFS_ULONGS, &reparses, room / 2)?;
-        let fr = self.sys_record(
-            26,
-            "$Reparse",
-            ext_ref,
-            SECID_SYSTEM_RW,
-            vfa,
-            view_flags,
-            attrs,
-            (0, 0),
-        )?;
-        // 11 $Extend.
-        let ext_entries = vec![
-            index::file_name_entry(mref(25, 25), &fo),
-            index::file_name_entry(mref(24, 24), &fq),
-            index::file_name_entry(mref(26, 26), &fr),
-        ];
-        let attrs = self.index_attrs(
-            "$I30",
-            0x30,
-            index::COLLATION_FILE_NAME,
-            &ext_entries,
-            room / 2,
-        )?;
-        let f = self.sys_record(
-            11,
-            "$Extend",
-            root_ref,
-            SECID_SYSTEM_RW,
-            hs,
-            MFT_RECORD_IN_USE | MFT_RECORD_IS_DIRECTORY,
-            attrs,
-            (0, 0),
-        )?;
-        add_root("$Extend", 11, f);
-        // 0 $MFT, now that the record count is final.
-        let mft_bytes = self.mft_clusters() * self.cs;
-        let mft_records = self.mft_records();
-        let a = self.placed(AT_DATA, "", mft_bytes, Fill::Mft);
-        let bm = self.placed(
-            AT_BITMAP,
-            "",
-            mft_records.div_ceil(64) * 8,
-            Fill::Bytes(vec![FILL_MFT_BITMAP]),
-        );
-        let f = self.sys_record(
-            0,
-            "$MFT",
-            root_ref,
-            SECID_SYSTEM,
-            hs,
-            MFT_RECORD_IN_USE,
-            vec![a, bm],
-            (mft_bytes, mft_bytes),
-        )?;
-        add_root("$MFT", 0, f);
-        // 5 the root: its tree entries, the metadata files and '.'.
-        let rn = tree.node(Tree::ROOT);
-        if rn.meta.reparse.is_some() || rn.meta.object_id.is_some() || !rn.streams.is_empty() {
-            return Err(Error::Unsupported {
-                path: "\\".into(),
-                why: "the root directory cannot carry a reparse point, object id or named streams here".into(),
-            });
-        }
-        let m = &rn.meta;
-        let rt = [
-            m.creation_time,
-            m.last_write_time,
-            m.mft_change_time,
-            m.last_access_time,
-        ];
-        let rfa = (m.attributes & !(ATTR_DIRECTORY | 0x80)) | hs;
-        let rsec = m
-            .security
-            .map(|s| SECID_TREE_FIRST + s.0)
-            .unwrap_or(SECID_DEFAULT);
-        let dot = fn_value(
-            root_ref,
-            rt,
-            0,
-            0,
-            rfa | FA_DUP_DIRECTORY,
-            0,
-            &utf16("."),
-            NameSpace::Win32AndDos as u8,
-        );
-        root_list.push((utf16("."), index::file_name_entry(root_ref, &dot)));
-        root_list.sort_by(|a, b| upcase::collate_names(&a.0, &b.0));
-        let entries: Vec<Vec<u8>> = root_list.into_iter().map(|(_, e)| e).collect();
-        let others = 0x18 + 72 + record::align8(0x18 + 0x42 + 2);
-        let attrs = self.index_attrs(
-            "$I30",
-            0x30,
-            index::COLLATION_FILE_NAME,
-            &entries,
-            room.saturating_sub(others),
-        )?;
-        let mut attrs = attrs;
-        attrs.push(Attr::resident(
-            AT_STANDARD_INFORMATION,
-            "",
-            si_value(rt, rfa, rsec),
-        ));
-        attrs.push(Attr::resident(AT_FILE_NAME, "", dot));
-        let mut no_ext = u64::MAX;
-        self.pack(
-            5,
-            5,
-            MFT_RECORD_IN_USE | MFT_RECORD_IS_DIRECTORY,
-            1,
-            attrs,
-            &mut no_ext,
-            "\\",
-        )?;
-        if no_ext != u64::MAX {
-            return Err(Error::Unsupported {
-                path: "\\".into(),
-                why: "the root directory overflows its MFT record".into(),
-            });
-        }
-        Ok(())
-    }
-
     /// Place every non-resident attribute, in record order, right after $Boot.
-    fn layout(&mut self) -> Result<(), Error> {
+    pub(super) fn layout(&mut self) -> Result<(), Error> {
         let boot_clusters = 8192u64.div_ceil(self.cs);
         self.jobs.push(Job {
             lcn: 0,
@@ -1413,226 +917,11 @@ impl Plan {
         self.used_clusters = cur;
         Ok(())
     }
-
-    fn encode(&self, num: u64) -> Vec<u8> {
-        match self.records.get(num as usize).and_then(Option::as_ref) {
-            Some(r) => record::encode_record(&r.header, &r.attrs, self.rs),
-            None => vec![0u8; self.rs],
-        }
-    }
-
-    fn bitmap(&self) -> Vec<u8> {
-        let len = self.nr_clusters.div_ceil(64) * 8;
-        let mut b = vec![0u8; len as usize];
-        let mut set = |i: u64| b[(i / 8) as usize] |= 1 << (i % 8);
-        for i in 0..self.used_clusters {
-            set(i);
-        }
-        // Bits past the last cluster are set, covering the backup boot sector (facts §1).
-        for i in self.nr_clusters..len * 8 {
-            set(i);
-        }
-        b
-    }
-
-    fn mft_bitmap(&self) -> Vec<u8> {
-        let n = self.mft_records();
-        let mut b = vec![0u8; (n.div_ceil(64) * 8) as usize];
-        for (i, r) in self.records.iter().enumerate() {
-            if r.is_some() {
-                b[i / 8] |= 1 << (i % 8);
-            }
-        }
-        b
-    }
-
-    /// The single writing pass.
-    pub fn write(
-        &mut self,
-        tree: &Tree,
-        out: &mut dyn WriteAt,
-        base: u64,
-    ) -> Result<NtfsReport, Error> {
-        let cs = self.cs;
-        let boot = meta::boot_sector(&meta::BootParams {
-            sector_size: self.sector as u32,
-            cluster_size: cs as u32,
-            hidden_sectors: self.opts.hidden_sectors,
-            total_sectors: self.size / self.sector - 1,
-            mft_lcn: self.mft_lcn,
-            mftmirr_lcn: self.mftmirr_lcn,
-            record_size: self.rs as u32,
-            index_block_size: INDEX_BLOCK_SIZE as u32,
-            serial: self.opts.serial,
-        });
-        let need = base.checked_add(self.size).filter(|&e| e <= out.size());
-        if need.is_none() {
-            return Err(Error::Options(format!(
-                "the target is {} bytes but the volume needs {} bytes at offset {base:#x}",
-                out.size(),
-                self.size
-            )));
-        }
-        let contents: Vec<Content> = self
-            .jobs
-            .iter()
-            .filter_map(|j| match self.fills.get(j.fill) {
-                Some(Fill::Stream { node, name, .. }) => {
-                    Some(stream_of(tree, *node, name.as_deref()).content.clone())
-                }
-                _ => None,
-            })
-            .collect();
-        let mut pf = Prefetcher::new(
-            contents,
-            self.opts.prefetch_threads,
-            self.opts.prefetch_bytes,
-            8 << 20,
-        );
-        let w = |out: &mut dyn WriteAt, off: u64, data: &[u8]| -> Result<(), Error> {
-            out.write_at(off, data).map_err(|e| Error::Write {
-                offset: off,
-                source: e,
-            })
-        };
-        for j in &self.jobs {
-            let off = base + j.lcn * cs;
-            let len = (j.clusters * cs) as usize;
-            if j.fill == usize::MAX {
-                let mut b = vec![0u8; len];
-                b[..512].copy_from_slice(&boot);
-                w(out, off, &b)?;
-                continue;
-            }
-            match &self.fills[j.fill] {
-                Fill::MftMirr => {
-                    let n = (len / self.rs) as u64;
-                    let mut b = Vec::with_capacity(len);
-                    for i in 0..n {
-                        b.extend_from_slice(&self.encode(i));
-                    }
-                    b.resize(len, 0);
-                    w(out, off, &b)?;
-                }
-                Fill::Mft => {
-                    let n = (len / self.rs) as u64;
-                    let per = ((1usize << 20) / self.rs) as u64;
-                    let mut i = 0;
-                    while i < n {
-                        let end = (i + per).min(n);
-                        let mut b = Vec::with_capacity(((end - i) as usize) * self.rs);
-                        for k in i..end {
-                            b.extend_from_slice(&self.encode(k));
-                        }
-                        w(out, off + i * self.rs as u64, &b)?;
-                        i = end;
-                    }
-                }
-                Fill::Bytes(v) if v.len() == 1 && v[0] == FILL_MFT_BITMAP && len >= 8 => {
-                    let mut b = self.mft_bitmap();
-                    b.resize(len, 0);
-                    w(out, off, &b)?;
-                }
-                Fill::Bytes(v) => {
-                    let mut b = v.clone();
-                    b.resize(len, 0);
-                    w(out, off, &b)?;
-                }
-                Fill::Repeat(x) => {
-                    let chunk = vec![*x; (1usize << 20).min(len)];
-                    let mut done = 0;
-                    while done < len {
-                        let n = chunk.len().min(len - done);
-                        w(out, off + done as u64, &chunk[..n])?;
-                        done += n;
-                    }
-                }
-                Fill::Bitmap => {
-                    let mut b = self.bitmap();
-                    b.resize(len, 0);
-                    w(out, off, &b)?;
-                }
-                Fill::Stream { node, name, runs } => {
-                    let s = stream_of(tree, *node, name.as_deref());
-                    let path = match name {
-                        Some(n) => format!("{}:{n}", tree.path_of(*node)),
-                        None => tree.path_of(*node),
-                    };
-                    let cerr = |e: std::io::Error| Error::Content {
-                        path: path.clone(),
-                        source: e,
-                    };
-                    let fetched = pf.next_item().map_err(cerr)?;
-                    let size = s.content.len();
-                    let mut reader: Box<dyn Read + Send> = match fetched {
-                        Fetched::Buffered(b) => Box::new(std::io::Cursor::new(b)),
-                        Fetched::Reader(r) => r,
-                    };
-                    let mut pos = 0u64; // bytes consumed from the reader
-                    let mut disk = off;
-                    let mut buf = vec![0u8; 1 << 20];
-                    for &(vcn, n) in runs {
-                        let start = vcn * cs;
-                        let end = ((vcn + n) * cs).min(size);
-                        // Skip the hole before this run.
-                        let mut skip = start - pos;
-                        while skip > 0 {
-                            let k = (skip as usize).min(buf.len());
-                            reader
-                                .read_exact(&mut buf[..k])
-                                .map_err(|_| cerr(length_mismatch(&s.content, pos)))?;
-                            skip -= k as u64;
-                            pos += k as u64;
-                        }
-                        let mut left = end - start;
-                        while left > 0 {
-                            let k = (left as usize).min(buf.len());
-                            reader
-                                .read_exact(&mut buf[..k])
-                                .map_err(|_| cerr(length_mismatch(&s.content, pos)))?;
-                            w(out, disk, &buf[..k])?;
-                            disk += k as u64;
-                            left -= k as u64;
-                            pos += k as u64;
-                        }
-                        let pad = (vcn + n) * cs - end;
-                        if pad > 0 {
-                            w(out, disk, &vec![0u8; pad as usize])?;
-                            disk += pad;
-                        }
-                    }
-                    let mut extra = [0u8; 1];
-                    let more = loop {
-                        // Drain what is left (holes at the end) and make sure nothing follows.
-                        let k = (size - pos).min(buf.len() as u64) as usize;
-                        if k == 0 {
-                            break reader.read(&mut extra).map_err(cerr)? != 0;
-                        }
-                        reader
-                            .read_exact(&mut buf[..k])
-                            .map_err(|_| cerr(length_mismatch(&s.content, pos)))?;
-                        pos += k as u64;
-                    };
-                    if more {
-                        return Err(cerr(length_mismatch(&s.content, size + 1)));
-                    }
-                    pf.release();
-                }
-            }
-        }
-        // Backup boot sector in the volume's last sector.
-        w(out, base + self.size - self.sector, &{
-            let mut b = vec![0u8; self.sector as usize];
-            b[..512].copy_from_slice(&boot);
-            b
-        })?;
-        Ok(self.report())
-    }
 }
 
 /// Re-check what the tree API checks, since nodes can be edited in place: names, link
 /// counts, reparse data, descriptor ids, sparse ranges.
-fn validate(tree: &Tree) -> Result<(), Error> {
+pub(super) fn validate(tree: &Tree) -> Result<(), Error> {
     let bad = |id: NodeId, why: String| Error::Invalid {
         path: tree.path_of(id),
         why,
@@ -1709,47 +998,6 @@ fn validate(tree: &Tree) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-fn stream_of<'a>(tree: &'a Tree, node: NodeId, name: Option<&str>) -> &'a Stream {
-    let n = tree.node(node);
-    match name {
-        None => &n.data,
-        Some(k) => &n.streams[k],
-    }
-}
-
-/// $SDS contents and the 20-byte header of each entry (facts §2.7).
-fn build_sds(list: &[(u32, Vec<u8>)]) -> (Vec<u8>, Vec<Vec<u8>>) {
-    let mut out: Vec<u8> = Vec::new();
-    let mut headers = Vec::new();
-    let mut off = 0u64;
-    let mut end = 0u64;
-    for (id, sd) in list {
-        let len = 20 + sd.len() as u64;
-        if off % SDS_BLOCK + len > SDS_BLOCK {
-            // Next data block (even); odd blocks hold the mirror copies.
-            off = (off / SDS_BLOCK + 2) * SDS_BLOCK;
-        }
-        let mut h = Vec::with_capacity(20);
-        h.extend_from_slice(&meta::security_hash(sd).to_le_bytes());
-        h.extend_from_slice(&id.to_le_bytes());
-        h.extend_from_slice(&off.to_le_bytes());
-        h.extend_from_slice(&(len as u32).to_le_bytes());
-        for at in [off, off + SDS_BLOCK] {
-            let need = (at + len) as usize;
-            if out.len() < need {
-                out.resize(need, 0);
-            }
-            out[at as usize..at as usize + 20].copy_from_slice(&h);
-            out[at as usize + 20..need].copy_from_slice(sd);
-        }
-        end = off + SDS_BLOCK + len;
-        headers.push(h);
-        off = (off + len).div_ceil(16) * 16;
-    }
-    out.truncate(end as usize);
-    (out, headers)
 }
 
 impl std::fmt::Debug for Plan {
