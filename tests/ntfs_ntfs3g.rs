@@ -52,6 +52,9 @@ fn write_image(dir: &Path, name: &str, tree: &Tree, o: &NtfsOptions) -> (PathBuf
     (p, r)
 }
 
+/// The volume is clean for ntfs-3g: `ntfsfix -n` finds nothing to fix, and ntfsresize's
+/// consistency check (which walks every record and compares the clusters they use with
+/// $Bitmap bit by bit) passes.
 fn ntfsfix_clean(img: &Path) {
     let out = common::run(common::tool("ntfsfix").arg("-n").arg(img));
     let text = format!(
@@ -63,6 +66,21 @@ fn ntfsfix_clean(img: &Path) {
     assert!(
         !text.contains("FAILED") && !text.to_lowercase().contains("corrupt"),
         "ntfsfix -n:\n{text}"
+    );
+    let out = common::run(
+        common::tool("ntfsresize")
+            .args(["--info", "--force", "--no-progress-bar"])
+            .arg(img),
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "ntfsresize --info failed:\n{text}");
+    assert!(
+        text.contains("Accounting clusters") && !text.contains("ERROR") && !text.contains("failed"),
+        "ntfsresize --info:\n{text}"
     );
 }
 
