@@ -481,13 +481,25 @@ impl Tree {
         is_dir: bool,
         meta: Meta,
     ) -> Result<NodeId, Error> {
-        let n = utf16(name);
         let d = dos_name.map(utf16);
-        self.check_new_link(parent, &n, d.as_deref())?;
-        self.check_meta(&meta, &self.child_path(parent, &n))?;
+        self.add_utf16(parent, &utf16(name), d.as_deref(), is_dir, meta)
+    }
+
+    /// Add a file or directory named in UTF-16, as WIM images and NTFS store names (so
+    /// names that are not valid Unicode survive unchanged).
+    pub fn add_utf16(
+        &mut self,
+        parent: NodeId,
+        name: &[u16],
+        dos_name: Option<&[u16]>,
+        is_dir: bool,
+        meta: Meta,
+    ) -> Result<NodeId, Error> {
+        self.check_new_link(parent, name, dos_name)?;
+        self.check_meta(&meta, &self.child_path(parent, name))?;
         let id = NodeId(self.nodes.len());
         self.nodes.push(Node::new(is_dir, meta));
-        self.insert_link(parent, id, n, d);
+        self.insert_link(parent, id, name.to_vec(), dos_name.map(<[u16]>::to_vec));
         Ok(id)
     }
 
@@ -604,28 +616,38 @@ impl Tree {
         name: &str,
         dos_name: Option<&str>,
     ) -> Result<(), Error> {
+        let d = dos_name.map(utf16);
+        self.add_hard_link_utf16(target, parent, &utf16(name), d.as_deref())
+    }
+
+    /// [`Tree::add_hard_link`] with UTF-16 names.
+    pub fn add_hard_link_utf16(
+        &mut self,
+        target: NodeId,
+        parent: NodeId,
+        name: &[u16],
+        dos_name: Option<&[u16]>,
+    ) -> Result<(), Error> {
         if self.nodes[target.0].is_dir {
             return Err(Error::Invalid {
                 path: self.path_of(target),
                 why: "directories cannot have hard links".into(),
             });
         }
-        let n = utf16(name);
-        let d = dos_name.map(utf16);
-        self.check_new_link(parent, &n, d.as_deref())?;
+        self.check_new_link(parent, name, dos_name)?;
         let count: usize = self.nodes[target.0]
             .links
             .iter()
             .map(|l| l.spaces().len())
             .sum::<usize>()
-            + if d.is_some() { 2 } else { 1 };
+            + if dos_name.is_some() { 2 } else { 1 };
         if count > MAX_LINKS {
             return Err(Error::Invalid {
                 path: self.path_of(target),
                 why: format!("more than {MAX_LINKS} names on one file"),
             });
         }
-        self.insert_link(parent, target, n, d);
+        self.insert_link(parent, target, name.to_vec(), dos_name.map(<[u16]>::to_vec));
         Ok(())
     }
 
@@ -769,6 +791,28 @@ mod tests {
         t.add_file(d, &"x".repeat(255), Meta::default(), Content::Empty)
             .unwrap();
         assert_eq!(t.lookup("windows").unwrap(), d);
+    }
+
+    #[test]
+    fn utf16_names_keep_unpaired_surrogates() {
+        let mut t = Tree::default();
+        let odd = [0x0061u16, 0xD800, 0x0062];
+        let id = t
+            .add_utf16(Tree::ROOT, &odd, None, false, Meta::default())
+            .unwrap();
+        assert_eq!(t.node(id).links[0].name, odd);
+        assert!(t
+            .add_utf16(
+                Tree::ROOT,
+                &[0x0041, 0xD800, 0x0042],
+                None,
+                false,
+                Meta::default()
+            )
+            .is_err());
+        assert!(t
+            .add_utf16(Tree::ROOT, &[0x0061, 0x003A], None, false, Meta::default())
+            .is_err());
     }
 
     #[test]
