@@ -929,6 +929,7 @@ fn host_folder_with_hard_and_symbolic_links() {
         &HostOptions {
             time: T,
             symlinks: true,
+            case_sensitive: false,
         },
     )
     .unwrap();
@@ -943,7 +944,8 @@ fn host_folder_with_hard_and_symbolic_links() {
         &src,
         &HostOptions {
             time: T,
-            symlinks: false
+            symlinks: false,
+            case_sensitive: false,
         }
     )
     .is_err());

@@ -22,12 +22,16 @@ pub struct HostOptions {
     pub time: u64,
     /// Store symbolic links as symlink reparse points; when false they are an error.
     pub symlinks: bool,
+    /// Accept names that differ only in case (Linux folders often have them); see
+    /// [`Tree::set_case_sensitive`].
+    pub case_sensitive: bool,
 }
 
 impl Tree {
     /// A tree holding everything under `dir` (which becomes the root).
     pub fn from_host_dir(dir: &Path, opts: &HostOptions) -> Result<Tree, Error> {
         let mut t = Tree::new(Meta::at(opts.time));
+        t.set_case_sensitive(opts.case_sensitive);
         let mut inodes: HashMap<(u64, u64), NodeId> = HashMap::new();
         t.add_host_children(Tree::ROOT, dir, opts, &mut inodes)?;
         Ok(t)

@@ -94,6 +94,9 @@ impl Plan {
                 source: e,
             })
         };
+        // One copy buffer for all streams, and zeros to pad a last cluster.
+        let mut buf = vec![0u8; 1 << 20];
+        let zeros = vec![0u8; cs as usize];
         for j in &self.jobs {
             let off = base + j.lcn * cs;
             let len = (j.clusters * cs) as usize;
@@ -153,67 +156,52 @@ impl Plan {
                 }
                 Fill::Stream { node, name, runs } => {
                     let s = stream_of(tree, *node, name.as_deref());
-                    let path = match name {
-                        Some(n) => format!("{}:{n}", tree.path_of(*node)),
-                        None => tree.path_of(*node),
-                    };
+                    // The path is only built when something goes wrong.
                     let cerr = |e: std::io::Error| Error::Content {
-                        path: path.clone(),
+                        path: match name {
+                            Some(n) => format!("{}:{n}", tree.path_of(*node)),
+                            None => tree.path_of(*node),
+                        },
                         source: e,
                     };
-                    let fetched = pf.next_item().map_err(cerr)?;
                     let size = s.content.len();
-                    let mut reader: Box<dyn Read + Send> = match fetched {
-                        Fetched::Buffered(b) => Box::new(std::io::Cursor::new(b)),
-                        Fetched::Reader(r) => r,
-                    };
-                    let mut pos = 0u64; // bytes consumed from the reader
-                    let mut disk = off;
-                    let mut buf = vec![0u8; 1 << 20];
-                    for &(vcn, n) in runs {
-                        let start = vcn * cs;
-                        let end = ((vcn + n) * cs).min(size);
-                        // Skip the hole before this run.
-                        let mut skip = start - pos;
-                        while skip > 0 {
-                            let k = (skip as usize).min(buf.len());
-                            reader
-                                .read_exact(&mut buf[..k])
-                                .map_err(|_| cerr(length_mismatch(&s.content, pos)))?;
-                            skip -= k as u64;
-                            pos += k as u64;
+                    match pf.next_item().map_err(cerr)? {
+                        Fetched::Buffered(mut b) => {
+                            // Already checked to hold exactly `size` bytes.
+                            if let [(0, n)] = runs[..] {
+                                b.resize((n * cs) as usize, 0);
+                                w(out, off, &b)?;
+                            } else {
+                                let mut disk = off;
+                                for &(vcn, n) in runs {
+                                    let start = (vcn * cs) as usize;
+                                    let end = (((vcn + n) * cs).min(size)) as usize;
+                                    w(out, disk, &b[start..end])?;
+                                    let pad = (n * cs) as usize - (end - start);
+                                    if pad > 0 {
+                                        w(out, disk + (end - start) as u64, &zeros[..pad])?;
+                                    }
+                                    disk += n * cs;
+                                }
+                            }
                         }
-                        let mut left = end - start;
-                        while left > 0 {
-                            let k = (left as usize).min(buf.len());
-                            reader
-                                .read_exact(&mut buf[..k])
-                                .map_err(|_| cerr(length_mismatch(&s.content, pos)))?;
-                            w(out, disk, &buf[..k])?;
-                            disk += k as u64;
-                            left -= k as u64;
-                            pos += k as u64;
+                        Fetched::Reader(reader) => {
+                            copy_runs(
+                                reader,
+                                size,
+                                runs,
+                                cs,
+                                off,
+                                &mut buf,
+                                &zeros,
+                                &mut |o, d| w(out, o, d),
+                            )
+                            .map_err(|e| match e {
+                                CopyError::Read(e) => cerr(e),
+                                CopyError::Short(pos) => cerr(length_mismatch(&s.content, pos)),
+                                CopyError::Write(e) => e,
+                            })?;
                         }
-                        let pad = (vcn + n) * cs - end;
-                        if pad > 0 {
-                            w(out, disk, &vec![0u8; pad as usize])?;
-                            disk += pad;
-                        }
-                    }
-                    let mut extra = [0u8; 1];
-                    let more = loop {
-                        // Drain what is left (holes at the end) and make sure nothing follows.
-                        let k = (size - pos).min(buf.len() as u64) as usize;
-                        if k == 0 {
-                            break reader.read(&mut extra).map_err(cerr)? != 0;
-                        }
-                        reader
-                            .read_exact(&mut buf[..k])
-                            .map_err(|_| cerr(length_mismatch(&s.content, pos)))?;
-                        pos += k as u64;
-                    };
-                    if more {
-                        return Err(cerr(length_mismatch(&s.content, size + 1)));
                     }
                     pf.release();
                 }
@@ -226,6 +214,73 @@ impl Plan {
             b
         })?;
         Ok(self.report())
+    }
+}
+
+/// Where copied bytes go: (disk offset, bytes).
+type Sink<'a> = &'a mut dyn FnMut(u64, &[u8]) -> Result<(), Error>;
+
+enum CopyError {
+    Read(std::io::Error),
+    /// The reader ended after this many bytes.
+    Short(u64),
+    Write(Error),
+}
+
+/// Stream a content of `size` bytes from `reader`, writing its data runs (VCN, clusters)
+/// one after another from disk offset `off`, skipping holes, padding each run to whole
+/// clusters, and checking that the content ends exactly at `size`.
+#[allow(clippy::too_many_arguments)]
+fn copy_runs(
+    mut reader: Box<dyn Read + Send>,
+    size: u64,
+    runs: &[(u64, u64)],
+    cs: u64,
+    off: u64,
+    buf: &mut [u8],
+    zeros: &[u8],
+    write: Sink<'_>,
+) -> Result<(), CopyError> {
+    let mut pos = 0u64;
+    let mut read_to = |reader: &mut Box<dyn Read + Send>,
+                       pos: &mut u64,
+                       until: u64,
+                       mut sink: Option<(&mut u64, Sink<'_>)>|
+     -> Result<(), CopyError> {
+        while *pos < until {
+            let k = ((until - *pos) as usize).min(buf.len());
+            reader
+                .read_exact(&mut buf[..k])
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => CopyError::Short(*pos),
+                    _ => CopyError::Read(e),
+                })?;
+            if let Some((disk, w)) = sink.as_mut() {
+                w(**disk, &buf[..k]).map_err(CopyError::Write)?;
+                **disk += k as u64;
+            }
+            *pos += k as u64;
+        }
+        Ok(())
+    };
+    let mut disk = off;
+    for &(vcn, n) in runs {
+        let start = vcn * cs;
+        let end = ((vcn + n) * cs).min(size);
+        read_to(&mut reader, &mut pos, start, None)?;
+        read_to(&mut reader, &mut pos, end, Some((&mut disk, write)))?;
+        let pad = (vcn + n) * cs - end;
+        if pad > 0 {
+            write(disk, &zeros[..pad as usize]).map_err(CopyError::Write)?;
+            disk += pad;
+        }
+    }
+    read_to(&mut reader, &mut pos, size, None)?;
+    let mut extra = [0u8; 1];
+    match reader.read(&mut extra) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(CopyError::Short(size + 1)),
+        Err(e) => Err(CopyError::Read(e)),
     }
 }
 
