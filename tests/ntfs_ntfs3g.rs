@@ -1071,3 +1071,54 @@ fn partition_offset_shifts_the_volume_only() {
     let mut small = MemDisk::new(o.size);
     assert!(write_volume(&t, &o, &mut small, 512).is_err());
 }
+
+/// Thousands of distinct descriptors: $SDS spills past its first 256 KiB block and $SDH and
+/// $SII become large indexes; every file still gets its own descriptor back.
+#[test]
+fn many_security_descriptors() {
+    let tmp = common::tempdir();
+    let mut t = Tree::new(Meta::at(T));
+    let d = t.add_dir(Tree::ROOT, "d", Meta::at(T)).unwrap();
+    let mut want = Vec::new();
+    for i in 0..3000u32 {
+        let bytes = sd(1000 + i, 0x1F01FF);
+        let id = t.add_security(&bytes).unwrap();
+        let m = Meta {
+            security: Some(id),
+            ..Meta::at(T)
+        };
+        t.add_file(d, &format!("f{i:04}"), m, Content::Empty)
+            .unwrap();
+        want.push(bytes);
+    }
+    let (img, _) = write_image(tmp.path(), "sd.img", &t, &opts(32 << 20));
+    ntfsfix_clean(&img);
+    let sds = common::run(
+        common::tool("ntfscat")
+            .args(["-a", "0x80", "-n", "$SDS"])
+            .arg(&img)
+            .arg("/$Secure"),
+    );
+    assert!(
+        sds.stdout.len() > 0x80000,
+        "$SDS is {} bytes",
+        sds.stdout.len()
+    );
+    let wim = tmp.path().join("sd.wim");
+    common::run_ok(
+        common::tool("wimlib-imagex")
+            .arg("capture")
+            .arg(&img)
+            .arg(&wim)
+            .arg("--compress=none"),
+    );
+    let det = wim_detailed(&wim);
+    for i in [0usize, 1, 1499, 2999] {
+        let e = &det[&format!("/d/f{i:04}")];
+        assert_eq!(
+            e.get("Security Descriptor"),
+            Some(&hex(&want[i])),
+            "f{i:04}"
+        );
+    }
+}
