@@ -1,5 +1,9 @@
 //! The volume plan: MFT record numbers, every record's attributes, index trees, cluster
 //! layout. `system.rs` adds the metadata files and `write.rs` the writing pass.
+//!
+//! Facts: docs/facts-ntfs.md §3 (attribute order), §4 ($STANDARD_INFORMATION, $FILE_NAME and
+//! which copy must be right), §5 (directory indexes), §6 (runs), §7 ($ATTRIBUTE_LIST), §8
+//! (name spaces, link counts, reparse points, object ids).
 
 use std::collections::HashMap;
 
