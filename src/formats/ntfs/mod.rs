@@ -11,11 +11,28 @@
 //! enough, then the target is written front to back while contents are pulled (and read
 //! ahead on worker threads). Memory holds metadata only.
 //!
-//! Deliberate differences from mkntfs, all accepted by ntfs-3g and seen on Windows-made
-//! volumes: every system file has the 72-byte $STANDARD_INFORMATION with a security id
-//! (no inline $SECURITY_DESCRIPTOR); $MFTMirr sits right after $Boot as on Windows; the
-//! $LogFile is filled with 0xFF exactly as mkntfs leaves it; user names without a DOS name
-//! are stored in the POSIX name space as Windows 10 does when 8.3 names are off.
+//! Deliberate differences from mkntfs, accepted by ntfs-3g: every system file has the
+//! 72-byte $STANDARD_INFORMATION with a security id and no inline $SECURITY_DESCRIPTOR
+//! (Windows mixes both forms); $MFTMirr follows $MFT and its bitmap (Windows puts it at
+//! LCN 2, mkntfs mid-volume; any free place works); user names without a DOS name are in
+//! the POSIX name space, as Windows 10 writes them when 8.3 names are off. Unverified
+//! against Windows itself: the all-0xFF $LogFile (what mkntfs leaves) and compression
+//! unit 0 on sparse $DATA (ntfs-3g uses 4).
+//!
+//! ```
+//! use nanoforge::core::MemDisk;
+//! use nanoforge::formats::ntfs::{write_volume, NtfsOptions};
+//! use nanoforge::tree::{Content, Meta, Tree};
+//!
+//! let t0 = 133_000_000_000_000_000; // a FILETIME
+//! let mut tree = Tree::new(Meta::at(t0));
+//! let dir = tree.add_dir(Tree::ROOT, "Windows", Meta::at(t0)).unwrap();
+//! tree.add_file(dir, "hello.txt", Meta::at(t0), Content::bytes(b"hi".to_vec())).unwrap();
+//! let opts = NtfsOptions { size: 16 << 20, serial: 7, time: t0, ..NtfsOptions::default() };
+//! let mut disk = MemDisk::new(opts.size);
+//! let report = write_volume(&tree, &opts, &mut disk, 0).unwrap();
+//! assert_eq!(report.files, 1);
+//! ```
 
 mod index;
 mod meta;
