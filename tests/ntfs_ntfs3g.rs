@@ -4,6 +4,8 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use sha1::Digest;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -464,16 +466,26 @@ fn wim_detailed(wim: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
     );
     let mut map: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut cur: Option<String> = None;
+    // Fields after a stream heading are keyed "<stream>/<field>", e.g. "reparse/Hash".
+    let mut section = String::new();
     for line in out.lines() {
         if let Some(p) = line.strip_prefix("Full Path           = ") {
             let p = p.trim_matches('"').to_string();
             map.entry(p.clone()).or_default();
             cur = Some(p);
+            section.clear();
             continue;
         }
         let Some(c) = &cur else { continue };
         let e = map.get_mut(c).unwrap();
-        if let Some(n) = line.trim().strip_prefix("Named data stream \"") {
+        let t = line.trim();
+        if t == "Unnamed data stream:" {
+            section = "data".into();
+        } else if t == "Reparse point stream:" {
+            section = "reparse".into();
+        }
+        if let Some(n) = t.strip_prefix("Named data stream \"") {
+            section = format!("stream {}", n.trim_end_matches("\":"));
             let n = n.trim_end_matches("\":");
             let streams = e.entry("streams".into()).or_default();
             let mut all: BTreeSet<String> = streams
@@ -484,8 +496,12 @@ fn wim_detailed(wim: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
             all.insert(n.to_string());
             *streams = all.into_iter().map(|x| format!("{x}|")).collect();
         } else if let Some((k, v)) = line.split_once(" = ") {
-            e.entry(k.trim().to_string())
-                .or_insert_with(|| v.trim().to_string());
+            let k = if section.is_empty() {
+                k.trim().to_string()
+            } else {
+                format!("{section}/{}", k.trim())
+            };
+            e.entry(k).or_insert_with(|| v.trim().to_string());
         }
     }
     map
@@ -522,6 +538,25 @@ fn wimlib_capture_sees_descriptors_streams_reparse_links_and_short_names() {
         assert_eq!(e.get("Security Descriptor"), Some(&want_sd), "{p}");
         if let Some(r) = &n.meta.reparse {
             assert_eq!(e.get("Reparse Tag"), Some(&format!("{:#x}", r.tag)), "{p}");
+            // wimlib stores the reparse data after the 8-byte header as a stream.
+            assert_eq!(
+                e.get("reparse/Uncompressed size"),
+                Some(&format!("{} bytes", r.data.len())),
+                "{p}"
+            );
+            assert_eq!(
+                e.get("reparse/Hash"),
+                Some(&format!("0x{}", hex(&sha1::Sha1::digest(&r.data)))),
+                "{p}"
+            );
+        }
+        for (k, st) in &n.streams {
+            let data = st.content.read_all().unwrap();
+            assert_eq!(
+                e.get(&format!("stream {k}/Hash")),
+                Some(&format!("0x{}", hex(&sha1::Sha1::digest(&data)))),
+                "{p}:{k}"
+            );
         }
         let want_streams: String = n.streams.keys().map(|k| format!("{k}|")).collect();
         assert_eq!(
