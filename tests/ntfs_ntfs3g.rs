@@ -1174,3 +1174,28 @@ fn many_security_descriptors() {
         );
     }
 }
+
+/// A directory whose index needs more than 2048 blocks: its $BITMAP gets clusters too.
+#[test]
+fn directory_with_a_non_resident_index_bitmap() {
+    let tmp = common::tempdir();
+    let mut t = Tree::new(Meta::at(T));
+    let d = t.add_dir(Tree::ROOT, "wide", Meta::at(T)).unwrap();
+    let name = |i: usize| format!("{i:05}{}", "w".repeat(250));
+    for i in 0..13_000 {
+        t.add_file(d, &name(i), Meta::at(T), Content::Empty)
+            .unwrap();
+    }
+    t.add_file(d, "last", Meta::at(T), Content::bytes(b"end".to_vec()))
+        .unwrap();
+    let (img, _) = write_image(tmp.path(), "wide.img", &t, &opts(128 << 20));
+    ntfsfix_clean(&img);
+    let info = ntfsinfo(&img, "/wide");
+    let bitmap = info
+        .split("Dumping attribute $BITMAP")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(bitmap.contains("Resident: \t\t No"), "{info}");
+    assert_same_listing(&ls_recursive(&img), &expected_listing(&t));
+    assert_eq!(cat(&img, "/wide/last"), b"end");
+}

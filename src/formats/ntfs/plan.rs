@@ -26,9 +26,9 @@ pub(super) const FIRST_USER_RECORD: u64 = 27;
 pub(super) const RESIDENT_MAX: usize = 700;
 /// Largest $ATTRIBUTE_LIST: Windows crashes on larger ones (facts §7).
 pub(super) const MAX_ATTR_LIST: usize = 0x40000;
-/// Largest index $BITMAP kept resident (4096 blocks, a 16 MiB directory index); larger
+/// Largest index $BITMAP kept resident (2048 blocks, an 8 MiB directory index); larger
 /// ones get clusters so the directory's record never overflows.
-pub(super) const MAX_INDEX_BITMAP: usize = 512;
+pub(super) const MAX_INDEX_BITMAP: usize = 256;
 /// Largest $VOLUME_NAME in characters.
 pub(super) const MAX_LABEL: usize = 128;
 /// Security ids: the two system descriptors (facts §2.7), then our default, then the tree's.
