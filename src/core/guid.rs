@@ -49,8 +49,7 @@ impl Guid {
     /// Derive a GUID from a seed and a purpose ("gpt-disk", "partition:esp", ...).
     /// The same seed and purpose always give the same GUID; different purposes differ.
     pub fn derive(seed: &[u8], purpose: &str) -> Self {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(seed).expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(seed).expect("HMAC takes any key length");
         mac.update(purpose.as_bytes());
         let out = mac.finalize().into_bytes();
         let mut b = [0u8; 16];
@@ -101,10 +100,7 @@ impl FromStr for Guid {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
-        let t = t
-            .strip_prefix('{')
-            .and_then(|x| x.strip_suffix('}'))
-            .unwrap_or(t);
+        let t = t.strip_prefix('{').and_then(|x| x.strip_suffix('}')).unwrap_or(t);
         let dashes_ok = t.len() == 36 && [8, 13, 18, 23].iter().all(|&i| t.as_bytes()[i] == b'-');
         let hex: String = t.chars().filter(|&c| c != '-').collect();
         if !dashes_ok || hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -112,8 +108,7 @@ impl FromStr for Guid {
         }
         let mut b = [0u8; 16];
         for (i, byte) in b.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-                .map_err(|_| ParseGuidError(s.to_string()))?;
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| ParseGuidError(s.to_string()))?;
         }
         Ok(Guid(b))
     }
@@ -129,23 +124,13 @@ mod tests {
         let g: Guid = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B".parse().unwrap();
         assert_eq!(
             g.to_mixed_endian(),
-            [
-                0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e,
-                0xc9, 0x3b
-            ]
+            [0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9, 0x3b]
         );
         assert_eq!(Guid::from_mixed_endian(g.to_mixed_endian()), g);
         assert_eq!(g.braced(), "{c12a7328-f81f-11d2-ba4b-00a0c93ec93b}");
-        assert_eq!(
-            "{c12a7328-f81f-11d2-ba4b-00a0c93ec93b}"
-                .parse::<Guid>()
-                .unwrap(),
-            g
-        );
+        assert_eq!("{c12a7328-f81f-11d2-ba4b-00a0c93ec93b}".parse::<Guid>().unwrap(), g);
         assert!("c12a7328f81f11d2ba4b00a0c93ec93b".parse::<Guid>().is_err());
-        assert!("x12a7328-f81f-11d2-ba4b-00a0c93ec93b"
-            .parse::<Guid>()
-            .is_err());
+        assert!("x12a7328-f81f-11d2-ba4b-00a0c93ec93b".parse::<Guid>().is_err());
     }
 
     #[test]

@@ -26,26 +26,17 @@ impl PendingOutput {
         if dest.exists() && !force {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
-                format!(
-                    "{} already exists; pass --force to replace it",
-                    dest.display()
-                ),
+                format!("{} already exists; pass --force to replace it", dest.display()),
             ));
         }
         if dest.is_dir() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
-                format!(
-                    "{} is a directory; name a file as the output",
-                    dest.display()
-                ),
+                format!("{} is a directory; name a file as the output", dest.display()),
             ));
         }
         let name = dest.file_name().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} does not name a file", dest.display()),
-            )
+            io::Error::new(io::ErrorKind::InvalidInput, format!("{} does not name a file", dest.display()))
         })?;
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -59,10 +50,7 @@ impl PendingOutput {
             .truncate(true)
             .open(&temp)
             .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot create a file in {}: {e}", dir.display()),
-                )
+                io::Error::new(e.kind(), format!("cannot create a file in {}: {e}", dir.display()))
             })?;
         lock().push(temp.clone());
         Ok((
@@ -88,13 +76,7 @@ impl PendingOutput {
     /// Rename the finished temporary file into place.
     pub fn commit(mut self) -> io::Result<()> {
         fs::rename(&self.temp, &self.dest).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "cannot move the finished output to {}: {e}",
-                    self.dest.display()
-                ),
-            )
+            io::Error::new(e.kind(), format!("cannot move the finished output to {}: {e}", self.dest.display()))
         })?;
         self.done = true;
         forget(&self.temp);

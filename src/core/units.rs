@@ -19,14 +19,9 @@ pub struct ParseSizeError {
 
 /// Parse a size with an optional unit suffix (case-insensitive).
 pub fn parse_size(s: &str) -> Result<u64, ParseSizeError> {
-    let err = |why| ParseSizeError {
-        input: s.to_string(),
-        why,
-    };
+    let err = |why| ParseSizeError { input: s.to_string(), why };
     let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     if num.is_empty() {
         return Err(err("it does not start with a number"));
@@ -41,19 +36,11 @@ pub fn parse_size(s: &str) -> Result<u64, ParseSizeError> {
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
         "tb" => 1_000_000_000_000,
-        _ => {
-            return Err(err(
-                "unknown unit; use B, KiB, MiB, GiB, TiB (or K, M, G, T)",
-            ))
-        }
+        _ => return Err(err("unknown unit; use B, KiB, MiB, GiB, TiB (or K, M, G, T)")),
     };
     if let Some((int, frac)) = num.split_once('.') {
         // Fractions like 1.5GiB: exact in integers via the decimal digits.
-        let int: u64 = if int.is_empty() {
-            0
-        } else {
-            int.parse().map_err(|_| err("bad number"))?
-        };
+        let int: u64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| err("bad number"))? };
         if frac.is_empty() || frac.len() > 9 || !frac.chars().all(|c| c.is_ascii_digit()) {
             return Err(err("bad fraction"));
         }
