@@ -448,6 +448,25 @@ fn ntfsinfo_shows_link_counts_attributes_and_name_spaces() {
     assert!(info.contains("$OBJECT_ID"), "{info}");
     let info = ntfsinfo(&img, "/sizes/4096.bin");
     assert!(info.contains("Allocated size:\t\t 4096 (0x1000)"), "{info}");
+    // $Extend indexes: one entry per reparse point and per object id, plus the END entry.
+    let reparse_points = tree
+        .nodes()
+        .filter(|(_, n)| n.meta.reparse.is_some())
+        .count();
+    let info = ntfsinfo(&img, "/$Extend/$Reparse");
+    assert!(
+        info.contains(&format!("Index entries total:\t {}\n", reparse_points + 1)),
+        "{info}"
+    );
+    let object_ids = tree
+        .nodes()
+        .filter(|(_, n)| n.meta.object_id.is_some())
+        .count();
+    let info = ntfsinfo(&img, "/$Extend/$ObjId");
+    assert!(
+        info.contains(&format!("Index entries total:\t {}\n", object_ids + 1)),
+        "{info}"
+    );
     let info = ntfsinfo(&img, "/streams/many.txt");
     assert!(
         info.contains("$ATTRIBUTE_LIST") && info.contains("'stream59'"),
