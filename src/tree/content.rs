@@ -107,6 +107,10 @@ pub fn length_mismatch(c: &Content, actual: u64) -> io::Error {
     )
 }
 
+/// Most items fetched ahead and not yet consumed: each may hold an open file or a
+/// decompressor, so this keeps their number well under common file-descriptor limits.
+pub const MAX_IN_FLIGHT: u64 = 256;
+
 /// A content fetched ahead of time: the whole bytes when small, else an opened reader.
 pub enum Fetched {
     Buffered(Vec<u8>),
@@ -116,12 +120,14 @@ pub enum Fetched {
 /// Reads the contents of a fixed sequence of [`Content`]s ahead of the consumer on worker
 /// threads, handing them back strictly in order. Memory stays bounded: at most `budget`
 /// bytes of buffered contents are in flight; contents larger than `max_buffered` are only
-/// opened ahead (their reader is returned) and streamed by the consumer.
+/// opened ahead (their reader is returned) and streamed by the consumer; and at most
+/// [`MAX_IN_FLIGHT`] items are fetched but not yet consumed, which bounds open files.
 pub struct Prefetcher {
     rx: mpsc::Receiver<(usize, io::Result<Fetched>)>,
     pending: BTreeMap<usize, io::Result<Fetched>>,
     next: usize,
-    budget: Arc<(Mutex<u64>, Condvar)>,
+    /// (buffered bytes, items) reserved by workers and not yet released by the consumer.
+    budget: Arc<(Mutex<(u64, u64)>, Condvar)>,
     sizes: Vec<u64>,
     workers: Vec<thread::JoinHandle<()>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -136,7 +142,7 @@ impl Prefetcher {
             .collect();
         let (tx, rx) = mpsc::channel();
         let queue = Arc::new(Mutex::new(items.into_iter().enumerate()));
-        let budget_state = Arc::new((Mutex::new(0u64), Condvar::new()));
+        let budget_state = Arc::new((Mutex::new((0u64, 0u64)), Condvar::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut workers = Vec::new();
         for _ in 0..threads.max(1) {
@@ -163,13 +169,14 @@ impl Prefetcher {
                     };
                     let (lock, cv) = &*budget_state;
                     let mut used = lock.lock().unwrap_or_else(|e| e.into_inner());
-                    while *used > 0 && *used + want > budget {
+                    while (used.0 > 0 && used.0 + want > budget) || used.1 >= MAX_IN_FLIGHT {
                         if stop.load(std::sync::atomic::Ordering::Relaxed) {
                             return;
                         }
                         used = cv.wait(used).unwrap_or_else(|e| e.into_inner());
                     }
-                    *used += want;
+                    used.0 += want;
+                    used.1 += 1;
                     (idx, content)
                 };
                 let res = if content.len() <= max_buffered {
@@ -218,7 +225,8 @@ impl Prefetcher {
         let n = self.sizes.get(idx).copied().unwrap_or(0);
         let (lock, cv) = &*self.budget;
         let mut used = lock.lock().unwrap_or_else(|e| e.into_inner());
-        *used = used.saturating_sub(n);
+        used.0 = used.0.saturating_sub(n);
+        used.1 = used.1.saturating_sub(1);
         cv.notify_all();
     }
 }
@@ -229,7 +237,7 @@ impl Drop for Prefetcher {
         {
             let (lock, cv) = &*self.budget;
             let mut used = lock.lock().unwrap_or_else(|e| e.into_inner());
-            *used = 0;
+            *used = (0, 0);
             cv.notify_all();
         }
         // Drain so no worker blocks on a full channel (the channel is unbounded, but
@@ -287,6 +295,26 @@ mod tests {
             slow.max.load(std::sync::atomic::Ordering::SeqCst) > 1,
             "no two opens overlapped"
         );
+    }
+
+    #[test]
+    fn prefetcher_bounds_items_in_flight() {
+        // Every item is "large", so only readers are fetched ahead: without a bound on
+        // items they would all be opened at once.
+        let n = MAX_IN_FLIGHT as usize * 3;
+        let items: Vec<Content> = (0..n).map(|i| Content::bytes(vec![i as u8; 16])).collect();
+        let mut p = Prefetcher::new(items, 4, 1 << 20, 8);
+        for i in 0..n {
+            let Fetched::Reader(mut r) = p.next_item().unwrap() else {
+                panic!("large items come as readers")
+            };
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).unwrap();
+            assert_eq!(v, vec![i as u8; 16]);
+            p.release();
+            let (lock, _) = &*p.budget;
+            assert!(lock.lock().unwrap().1 <= MAX_IN_FLIGHT);
+        }
     }
 
     #[test]
