@@ -1001,6 +1001,7 @@ fn host_folder_with_hard_and_symbolic_links() {
             time: T,
             symlinks: true,
             case_sensitive: false,
+            windows_names: true,
         },
     )
     .unwrap();
@@ -1017,6 +1018,7 @@ fn host_folder_with_hard_and_symbolic_links() {
             time: T,
             symlinks: false,
             case_sensitive: false,
+            windows_names: true,
         }
     )
     .is_err());

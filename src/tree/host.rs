@@ -25,6 +25,8 @@ pub struct HostOptions {
     /// Accept names that differ only in case (Linux folders often have them); see
     /// [`Tree::set_case_sensitive`].
     pub case_sensitive: bool,
+    /// Refuse names Windows rejects; see [`Tree::set_windows_names`].
+    pub windows_names: bool,
 }
 
 impl Tree {
@@ -32,6 +34,7 @@ impl Tree {
     pub fn from_host_dir(dir: &Path, opts: &HostOptions) -> Result<Tree, Error> {
         let mut t = Tree::new(Meta::at(opts.time));
         t.set_case_sensitive(opts.case_sensitive);
+        t.set_windows_names(opts.windows_names);
         let mut inodes: HashMap<(u64, u64), NodeId> = HashMap::new();
         t.add_host_children(Tree::ROOT, dir, opts, &mut inodes)?;
         Ok(t)

@@ -203,6 +203,7 @@ pub struct Tree {
     security: Vec<Arc<[u8]>>,
     security_lookup: HashMap<Arc<[u8]>, SecurityId>,
     case_sensitive: bool,
+    windows_names: bool,
 }
 
 impl Default for Tree {
@@ -242,6 +243,36 @@ pub fn check_name(name: &[u16]) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Why Windows would reject `name` even in the POSIX name space, if it would: chkdsk
+/// renames or moves such files (docs/facts-ntfs.md §8, chkdsk pitfall 2).
+pub fn windows_name_problem(name: &[u16]) -> Option<&'static str> {
+    if name.iter().any(|&c| c < 0x20) {
+        return Some("contains a control character");
+    }
+    if name
+        .iter()
+        .any(|&c| matches!(c, 0x22 | 0x2A | 0x3C | 0x3E | 0x3F | 0x7C))
+    {
+        return Some("contains one of \" * < > ? |");
+    }
+    if matches!(name.last(), Some(0x20 | 0x2E)) {
+        return Some("ends with a space or a dot");
+    }
+    let s = String::from_utf16_lossy(name).to_ascii_uppercase();
+    let stem = s.split('.').next().unwrap_or("").trim_end();
+    const DEVICES: [&str; 4] = ["CON", "PRN", "AUX", "NUL"];
+    let numbered = |p: &str| {
+        stem.len() == 4
+            && stem.starts_with(p)
+            && stem.as_bytes()[3].is_ascii_digit()
+            && stem.as_bytes()[3] != b'0'
+    };
+    if DEVICES.contains(&stem) || numbered("COM") || numbered("LPT") {
+        return Some("is a DOS device name");
+    }
+    None
+}
+
 /// Check a DOS 8.3 name: 1–8 characters, optional '.' and 1–3 more, upper case, no
 /// characters DOS forbids.
 pub fn check_dos_name(name: &[u16]) -> Result<(), &'static str> {
@@ -277,6 +308,7 @@ impl Tree {
             security: Vec::new(),
             security_lookup: HashMap::new(),
             case_sensitive: false,
+            windows_names: false,
         }
     }
 
@@ -288,6 +320,12 @@ impl Tree {
 
     pub fn case_sensitive(&self) -> bool {
         self.case_sensitive
+    }
+
+    /// Also refuse names that are valid NTFS but that Windows rejects ([`windows_name_problem`]).
+    /// Off by default; worth turning on for trees built from host folders.
+    pub fn set_windows_names(&mut self, on: bool) {
+        self.windows_names = on;
     }
 
     pub const ROOT: NodeId = NodeId(0);
@@ -422,6 +460,15 @@ impl Tree {
             name: show(name),
             why,
         })?;
+        if self.windows_names {
+            if let Some(why) = windows_name_problem(name) {
+                return Err(Error::BadName {
+                    path: self.path_of(parent),
+                    name: show(name),
+                    why,
+                });
+            }
+        }
         if let Some(d) = dos_name {
             check_dos_name(d).map_err(|why| Error::BadName {
                 path: self.child_path(parent, name),
@@ -813,6 +860,36 @@ mod tests {
         assert!(t
             .add_utf16(Tree::ROOT, &[0x0061, 0x003A], None, false, Meta::default())
             .is_err());
+    }
+
+    #[test]
+    fn windows_name_rules_are_opt_in() {
+        let n = |s: &str| s.encode_utf16().collect::<Vec<_>>();
+        for bad in [
+            "a?", "a*b", "x<", "pipe|", "quote\"", "dot.", "space ", "CON", "aux.txt", "Com1.log",
+            "lpt9", "tab\t",
+        ] {
+            assert!(windows_name_problem(&n(bad)).is_some(), "{bad:?}");
+        }
+        for good in [
+            "console",
+            "com0",
+            "COM10",
+            "auxiliary.txt",
+            "a.b",
+            ".profile",
+            "😀",
+        ] {
+            assert_eq!(windows_name_problem(&n(good)), None, "{good:?}");
+        }
+        let mut t = Tree::default();
+        t.add_file(Tree::ROOT, "what?", Meta::default(), Content::Empty)
+            .unwrap();
+        t.set_windows_names(true);
+        assert!(matches!(
+            t.add_file(Tree::ROOT, "why?", Meta::default(), Content::Empty),
+            Err(Error::BadName { .. })
+        ));
     }
 
     #[test]
