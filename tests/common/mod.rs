@@ -16,10 +16,7 @@ pub fn require(tool: &str) -> PathBuf {
             return p;
         }
     }
-    panic!(
-        "the oracle tool '{tool}' is not installed; run `cargo xtask deps` (CI={:?})",
-        std::env::var("CI").ok()
-    );
+    panic!("the oracle tool '{tool}' is not installed; run `cargo xtask deps` (CI={:?})", std::env::var("CI").ok());
 }
 
 /// Run a command, require success, return stdout as text.
@@ -38,8 +35,7 @@ pub fn run_ok(cmd: &mut Command) -> String {
 
 /// Run a command and return its output whatever the status.
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 /// Command for an external tool (fails the test if it is missing).
