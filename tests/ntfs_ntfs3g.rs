@@ -281,8 +281,8 @@ fn fixture() -> Tree {
             Content::bytes(b"linked".to_vec()),
         )
         .unwrap();
-    for i in 1..200 {
-        let dir = if i % 2 == 0 { links } else { other };
+    for i in 1..200u32 {
+        let dir = if i.is_multiple_of(2) { links } else { other };
         t.add_hard_link(target, dir, &format!("link {i:03}.txt"), None)
             .unwrap();
     }
