@@ -11,3 +11,4 @@ pub mod core;
 pub mod formats;
 pub mod image;
 pub mod pipeline;
+pub mod tree;

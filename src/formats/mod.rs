@@ -2,6 +2,7 @@
 
 pub mod fat;
 pub mod gpt;
+pub mod ntfs;
 pub mod raw;
 pub mod vhd;
 pub mod vhdx;
