@@ -3,5 +3,6 @@
 pub mod fat;
 pub mod gpt;
 pub mod raw;
+pub mod regf;
 pub mod vhd;
 pub mod vhdx;
