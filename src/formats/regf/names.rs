@@ -70,10 +70,9 @@ pub fn decode_name(raw: &[u8], compressed: bool, strict: bool) -> Result<String,
     if compressed {
         return Ok(raw.iter().map(|&b| b as char).collect());
     }
-    if !raw.len().is_multiple_of(2)
-        && strict {
-            return Err(format!("UTF-16 name has odd length {}", raw.len()));
-        }
+    if !raw.len().is_multiple_of(2) && strict {
+        return Err(format!("UTF-16 name has odd length {}", raw.len()));
+    }
     let units: Vec<u16> = raw
         .chunks_exact(2)
         .map(|p| u16::from_le_bytes([p[0], p[1]]))

@@ -340,17 +340,18 @@ pub fn merge_reg_prefixed(
             continue;
         }
         if regedit4.is_none() {
-            regedit4 =
-                Some(match t {
-                    HEADER_V5 => false,
-                    HEADER_V4 => true,
-                    _ => return Err(syntax(
+            regedit4 = Some(match t {
+                HEADER_V5 => false,
+                HEADER_V4 => true,
+                _ => {
+                    return Err(syntax(
                         line_no,
                         format!(
                             "expected the header \"{HEADER_V5}\" or \"{HEADER_V4}\", found \"{t}\""
                         ),
-                    )),
-                });
+                    ))
+                }
+            });
             continue;
         }
         if let Some(inner) = t.strip_prefix('[') {
