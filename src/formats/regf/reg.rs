@@ -74,8 +74,15 @@ fn value_line(v: &Value, out: &mut String) {
         }
         (t, _) => {
             out.push_str(&format!("hex({t:x}):"));
-            let hex: Vec<String> = v.data.iter().map(|b| format!("{b:02x}")).collect();
-            out.push_str(&hex.join(","));
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            out.reserve(v.data.len() * 3);
+            for (i, b) in v.data.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push(DIGITS[(b >> 4) as usize] as char);
+                out.push(DIGITS[(b & 15) as usize] as char);
+            }
         }
     }
     out.push_str("\r\n");

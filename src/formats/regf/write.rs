@@ -233,9 +233,10 @@ impl Planner {
                 let db = self.alloc.cell(8)?;
                 let list = self.alloc.cell(4 * count)?;
                 let mut segments = Vec::with_capacity(count);
-                for i in 0..count {
-                    let len = (n - i * BIG_DATA_SEGMENT).min(BIG_DATA_SEGMENT);
-                    segments.push(self.alloc.cell(len)?);
+                // Every segment cell is full size, the last one zero-padded, as Windows
+                // writes them (readers such as hivex take cell size - 8 per segment).
+                for _ in 0..count {
+                    segments.push(self.alloc.cell(BIG_DATA_SEGMENT)?);
                 }
                 DataPlan::Big { db, list, segments }
             };
@@ -285,7 +286,12 @@ struct Emitter {
 impl Emitter {
     /// Write an allocated cell: negative size, then data, zero padding.
     fn put(&mut self, off: u32, data: &[u8]) {
-        let size = align8(data.len() + 4);
+        self.put_sized(off, data, data.len());
+    }
+
+    /// Write an allocated cell planned for `len` data bytes holding `data` (≤ len).
+    fn put_sized(&mut self, off: u32, data: &[u8], len: usize) {
+        let size = align8(len + 4);
         let at = off as usize;
         self.bins[at..at + 4].copy_from_slice(&(-(size as i32)).to_le_bytes());
         self.bins[at + 4..at + 4 + data.len()].copy_from_slice(data);
@@ -376,7 +382,11 @@ impl Emitter {
                     self.put(*list, &l);
                     for (i, s) in segments.iter().enumerate() {
                         let a = i * BIG_DATA_SEGMENT;
-                        self.put(*s, &v.data[a..(a + BIG_DATA_SEGMENT).min(n)]);
+                        self.put_sized(
+                            *s,
+                            &v.data[a..(a + BIG_DATA_SEGMENT).min(n)],
+                            BIG_DATA_SEGMENT,
+                        );
                     }
                     (n as u32, *db)
                 }
