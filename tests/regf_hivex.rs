@@ -16,11 +16,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use nanoforge::formats::regf::{
-    self, export_reg, merge_reg, value_type, Hive, Key, ParseOptions, Value,
-};
+use nanoforge::formats::regf::{self, export_reg, merge_reg, Hive, Key, ParseOptions};
 
 // ---------------------------------------------------------------------------------------
 // Fixtures
@@ -203,6 +200,16 @@ fn assert_same_export(ours: &[String], theirs: &[String], what: &str) {
     }
 }
 
+/// Compare two texts line by line, printing only the first difference.
+fn assert_text_eq(ours: &str, theirs: &str, what: &str) {
+    if ours != theirs {
+        let a: Vec<String> = ours.lines().map(String::from).collect();
+        let b: Vec<String> = theirs.lines().map(String::from).collect();
+        assert_same_export(&a, &b, what);
+        panic!("{what}: texts differ in line endings only");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Real hives
 
@@ -305,16 +312,371 @@ fn rewritten_real_hives_read_back_equal() {
             write_checked(&back, name) == bytes,
             "{name}: write is not a fixpoint"
         );
-        // Both sides are hivexregedit's own output: they must be identical bytes.
-        let (a, b) = (hivex_export(&p, "\\"), hivex_export(&out, "\\"));
-        if a != b {
-            let l: Vec<&str> = a.lines().collect();
-            let r: Vec<&str> = b.lines().collect();
-            assert_same_export(
-                &l.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-                &r.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-                name,
+        // Both sides are hivexregedit's own output: they must be identical.
+        assert_text_eq(&hivex_export(&out, "\\"), &hivex_export(&p, "\\"), name);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A corpus covering every value type, big data, many subkeys and Unicode names
+
+fn utf16z(s: &str) -> Vec<u8> {
+    let mut b: Vec<u8> = s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+    b.extend([0, 0]);
+    b
+}
+
+/// Deterministic filler bytes.
+fn pattern(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// .reg text in our canonical export form (so merge-then-export is the identity):
+/// keys in registry order, parents first, values in the order given.
+fn corpus_reg(many: usize) -> String {
+    let mut t = String::from("Windows Registry Editor Version 5.00\r\n\r\n[\\Test]\r\n");
+    let mut v = |name: &str, rhs: String| {
+        let n = if name.is_empty() {
+            "@".to_string()
+        } else {
+            format!("\"{name}\"")
+        };
+        t.push_str(&format!("{n}={rhs}\r\n"));
+    };
+    v("", "\"default value\"".into());
+    v("none", format!("hex(0):{}", hex(&[1, 2, 3])));
+    v("sz", "\"quote \\\" and backslash \\\\ in text\"".into());
+    v(
+        "expand",
+        format!("hex(2):{}", hex(&utf16z("%SystemRoot%\\System32"))),
+    );
+    v("binary", format!("hex(3):{}", hex(&pattern(40, 1))));
+    v("dword", "dword:c0ffee01".into());
+    v(
+        "dword_be",
+        format!("hex(5):{}", hex(&[0x12, 0x34, 0x56, 0x78])),
+    );
+    v(
+        "link",
+        format!(
+            "hex(6):{}",
+            hex(&utf16z("\\Registry\\Machine\\System")[..46])
+        ),
+    );
+    let mut multi = utf16z("first");
+    multi.extend(utf16z("second"));
+    multi.extend([0, 0]);
+    v("multi", format!("hex(7):{}", hex(&multi)));
+    v("resource_list", format!("hex(8):{}", hex(&pattern(36, 2))));
+    v("full_resource", format!("hex(9):{}", hex(&pattern(28, 3))));
+    v("requirements", format!("hex(a):{}", hex(&pattern(52, 4))));
+    v(
+        "qword",
+        format!("hex(b):{}", hex(&0x0102_0304_0506_0708u64.to_le_bytes())),
+    );
+    v("odd_type", format!("hex(12345):{}", hex(&[0xff])));
+    v("empty", "hex(3):".into());
+    v("short_dword", format!("hex(4):{}", hex(&[1, 2])));
+    v("big_16k", format!("hex(3):{}", hex(&pattern(16_345, 5))));
+    v("big_70k", format!("hex(3):{}", hex(&pattern(70_000, 6))));
+    t.push_str("\r\n[\\Test\\Many]\r\n\r\n");
+    let mut names: Vec<String> = (0..many).map(|i| format!("k{i:05}")).collect();
+    names.sort_by_key(|n| n.to_uppercase());
+    for n in &names {
+        t.push_str(&format!(
+            "[\\Test\\Many\\{n}]\r\n\"n\"=dword:{:08x}\r\n\r\n",
+            n[1..].parse::<u32>().unwrap()
+        ));
+    }
+    t.push_str(
+        "[\\Test\\Ключ]\r\n\"значение\"=\"日本語 テキスト\"\r\n\"é\"=dword:00000001\r\n\r\n",
+    );
+    t.push_str("[\\Test\\Ключ\\Ελληνικά]\r\n\r\n");
+    t
+}
+
+/// Structural checks hivex does not make: every key node's security record is counted
+/// exactly, the security records form one circular doubly linked list, hash leaves are
+/// sorted by upper-cased name with correct hashes, and cells tile every bin.
+fn check_structure(bytes: &[u8]) {
+    let le32 = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    let bins_size = le32(40) as usize;
+    let mut sks: BTreeMap<u32, regf::KeySecurity> = BTreeMap::new();
+    let mut nks: BTreeMap<u32, regf::KeyNode> = BTreeMap::new();
+    let mut leaves: Vec<(u32, Vec<(u32, u32)>)> = Vec::new();
+    let mut off = 0usize;
+    while off < bins_size {
+        let bin = regf::HiveBin::parse(bytes, 4096 + off, off as u32).unwrap();
+        let end = off + bin.size as usize;
+        let mut c = off + 32;
+        while c < end {
+            let size = i32::from_le_bytes(bytes[4096 + c..4096 + c + 4].try_into().unwrap());
+            let len = size.unsigned_abs() as usize;
+            assert!(
+                len >= 8 && len % 8 == 0 && c + len <= end,
+                "cell at {c:#x} size {size}"
+            );
+            let data = &bytes[4096 + c + 4..4096 + c + len];
+            if size < 0 {
+                match &data[0..2] {
+                    b"sk" => {
+                        sks.insert(c as u32, regf::KeySecurity::parse(data, 0).unwrap());
+                    }
+                    b"nk" => {
+                        nks.insert(c as u32, regf::KeyNode::parse(data, 0).unwrap());
+                    }
+                    b"lh" => {
+                        let n = u16::from_le_bytes([data[2], data[3]]) as usize;
+                        let e = (0..n)
+                            .map(|i| {
+                                let a = 4 + 8 * i;
+                                let g = |x: usize| {
+                                    u32::from_le_bytes(data[x..x + 4].try_into().unwrap())
+                                };
+                                (g(a), g(a + 4))
+                            })
+                            .collect();
+                        leaves.push((c as u32, e));
+                    }
+                    _ => {}
+                }
+            }
+            c += len;
+        }
+        off = end;
+    }
+    for (off, sk) in &sks {
+        let users = nks
+            .values()
+            .filter(|n| n.key_security_offset == *off)
+            .count() as u32;
+        assert_eq!(sk.reference_count, users, "sk at {off:#x}");
+        assert_eq!(sks[&sk.flink].blink, *off, "sk list broken at {off:#x}");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut at = *sks.keys().next().unwrap();
+    while seen.insert(at) {
+        at = sks[&at].flink;
+    }
+    assert_eq!(seen.len(), sks.len(), "sk list is not one cycle");
+    let name = |nk: &regf::KeyNode| -> String {
+        if nk.flags & regf::key_flags::COMP_NAME != 0 {
+            nk.key_name.iter().map(|&b| b as char).collect()
+        } else {
+            let u: Vec<u16> = nk
+                .key_name
+                .chunks(2)
+                .map(|p| u16::from_le_bytes([p[0], p[1]]))
+                .collect();
+            String::from_utf16(&u).unwrap()
+        }
+    };
+    let upper = |s: &str| {
+        s.encode_utf16()
+            .map(regf::upcase_unit)
+            .collect::<Vec<u16>>()
+    };
+    for (off, entries) in &leaves {
+        let names: Vec<String> = entries.iter().map(|(n, _)| name(&nks[n])).collect();
+        for ((_, h), n) in entries.iter().zip(&names) {
+            assert_eq!(*h, regf::lh_hash(n), "hash of {n} in lh at {off:#x}");
+        }
+        for w in names.windows(2) {
+            assert!(
+                upper(&w[0]) < upper(&w[1]),
+                "lh at {off:#x} not sorted: {} >= {}",
+                w[0],
+                w[1]
             );
         }
     }
+}
+
+/// Every key path in a model, for comparing with tools that list keys.
+fn key_count(k: &Key) -> usize {
+    k.count_keys()
+}
+
+/// Merge .reg text with hivexregedit into a copy of a real hive (so keys get the real
+/// hive's security descriptors). hivexregedit encodes quoted string data byte by byte,
+/// so quoted strings with non-ASCII text are handed to it as hex(1) UTF-16LE bytes.
+fn hivex_merge(base: &Path, out: &Path, text: &str) {
+    std::fs::copy(base, out).unwrap();
+    let reg = out.with_extension("reg");
+    let mut fed = String::new();
+    for line in text.lines() {
+        let l = line.trim_end_matches('\r');
+        if l.starts_with('"') && l.ends_with('"') && !l.is_ascii() {
+            let (name, rhs) = split_value_line(l);
+            fed.push_str(&format!("{name}=hex(1):{}\n", utf16z_hex(&unquote(&rhs))));
+        } else {
+            fed.push_str(l);
+            fed.push('\n');
+        }
+    }
+    std::fs::write(&reg, fed).unwrap();
+    common::run_ok(
+        common::tool("hivexregedit")
+            .arg("--merge")
+            .arg(out)
+            .arg(&reg),
+    );
+}
+
+/// A hive hivex made (every value type, 16 KiB+ and 70 KB values through big data
+/// cells, 5,000 subkeys, Unicode names) reads back exactly as hivex reads it, holds the
+/// values the .reg file gave, and new keys carry the real hive's security descriptor.
+#[test]
+fn hivex_made_hive_reads_back_equal() {
+    let tmp = common::tempdir();
+    let bcd = fixture(tmp.path(), "BCD");
+    let made = tmp.path().join("made.hive");
+    let text = corpus_reg(5000);
+    hivex_merge(&bcd, &made, &text);
+
+    let hive = Hive::parse(&common::read(&made)).unwrap();
+    let ours = normalise(&export_reg(&hive, None).unwrap());
+    assert_same_export(
+        &ours,
+        &normalise(&hivex_export(&made, "\\")),
+        "hivex-made hive",
+    );
+
+    let mut expected = Hive::new_empty("x", 0);
+    merge_reg(&mut expected, &text).unwrap();
+    let (got, want) = (hive.key("Test").unwrap(), expected.key("Test").unwrap());
+    let strip = |k: &Key| {
+        k.values
+            .iter()
+            .map(|v| (v.name.clone(), v.data_type, v.data.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(got), strip(want));
+    assert_eq!(got.subkey("Many").unwrap().subkeys.len(), 5000);
+    assert_eq!(got.value("big_70k").unwrap().data, pattern(70_000, 6));
+    assert_eq!(got.value("odd_type").unwrap().data_type, 0x12345);
+    assert!(
+        hive.key("Test\\ключ\\ελληνικά").is_some(),
+        "case-insensitive Unicode lookup"
+    );
+    assert_eq!(
+        got.security, hive.root.security,
+        "hivex gives new keys the parent's descriptor"
+    );
+    assert_text_eq(
+        &export_reg(&hive, Some("Test")).unwrap(),
+        &text,
+        "export of the merged subtree",
+    );
+
+    // Our rewrite of it: hivex sees the same, the structure checks pass.
+    let bytes = write_checked(&hive, "hivex-made hive");
+    check_structure(&bytes);
+    let ours_path = tmp.path().join("made.ours");
+    std::fs::write(&ours_path, &bytes).unwrap();
+    assert_text_eq(
+        &hivex_export(&ours_path, "\\"),
+        &hivex_export(&made, "\\"),
+        "rewrite of the hivex-made hive",
+    );
+}
+
+/// A hive built with our API alone (new root, merged corpus, a class name, a second
+/// security descriptor taken from a real hive): hivexregedit exports what we export,
+/// hivexml and hivexsh open it, chntpw's reged exports every key, and merging reged's
+/// export into an empty hive rebuilds the same keys and values.
+#[test]
+fn our_new_hive_opens_in_hivex_and_reged() {
+    let tmp = common::tempdir();
+    let sam = Hive::parse(&common::read(&fixture(tmp.path(), "SAM"))).unwrap();
+    let foreign_sd = sam.key("SAM\\Domains").unwrap().security.clone().unwrap();
+
+    let ts = 0x01D9_0000_0000_0000;
+    let mut hive = Hive::new_empty("ROOT", ts);
+    let text = corpus_reg(600);
+    merge_reg(&mut hive, &text).unwrap();
+    hive.key_mut("Test\\Many").unwrap().class_name = Some(utf16z("Class")[..10].to_vec());
+    hive.set_security("Test\\Ключ", foreign_sd.to_vec())
+        .unwrap();
+    assert_text_eq(
+        &export_reg(&hive, Some("Test")).unwrap(),
+        &text,
+        "merge-then-export",
+    );
+
+    let bytes = write_checked(&hive, "new hive");
+    check_structure(&bytes);
+    let path = tmp.path().join("new.hive");
+    std::fs::write(&path, &bytes).unwrap();
+    let back = Hive::parse(&bytes).unwrap();
+    assert!(back.root == hive.root);
+    assert_eq!(
+        back.key("Test\\Ключ").unwrap().security.as_deref(),
+        Some(&*foreign_sd)
+    );
+
+    let ours = normalise(&export_reg(&hive, None).unwrap());
+    assert_same_export(&ours, &normalise(&hivex_export(&path, "\\")), "new hive");
+
+    let xml = common::run_ok(common::tool("hivexml").arg(&path));
+    assert_eq!(
+        xml.matches("<node ").count(),
+        key_count(&hive.root),
+        "hivexml nodes"
+    );
+    let script = tmp.path().join("script.txt");
+    std::fs::write(&script, "cd \\Test\\Many\nls\ncd \\Test\nlsval\n").unwrap();
+    let sh = common::run_ok(common::tool("hivexsh").arg("-f").arg(&script).arg(&path));
+    assert_eq!(
+        sh.lines().filter(|l| l.starts_with('k')).count(),
+        600,
+        "hivexsh ls"
+    );
+    assert!(
+        sh.contains("\"dword\"=dword:c0ffee01"),
+        "hivexsh lsval lacks the dword value"
+    );
+
+    // reged (chntpw 140201) turns UTF-16 names into 8-bit text, aborts on a UTF-16 value
+    // name with string data (on hivex-made hives too), dumps big data records raw, prints
+    // an empty REG_BINARY without its line end and a 2-byte REG_DWORD as 4 bytes. It gets
+    // the hive without those, and must export every key of it exactly.
+    let mut plain = hive.clone();
+    plain.delete_key("Test\\Ключ").unwrap();
+    for v in ["empty", "short_dword", "big_16k", "big_70k"] {
+        assert!(plain.delete_value("Test", v).unwrap());
+    }
+    let plain_path = tmp.path().join("plain.hive");
+    std::fs::write(&plain_path, write_checked(&plain, "plain hive")).unwrap();
+    let out = tmp.path().join("reged.reg");
+    common::run_ok(
+        common::tool("reged")
+            .arg("-x")
+            .arg(&plain_path)
+            .arg("HKEY_LOCAL_MACHINE\\NEW")
+            .arg("\\")
+            .arg(&out)
+            .stdin(std::process::Stdio::null()),
+    );
+    let reged_text = regf::decode_reg_file(&common::read(&out)).unwrap();
+    assert_eq!(
+        reged_text.matches("\n[").count(),
+        key_count(&plain.root),
+        "keys in reged's export"
+    );
+    let mut rebuilt = Hive::new_empty("ROOT", ts);
+    regf::merge_reg_prefixed(&mut rebuilt, &reged_text, Some("HKEY_LOCAL_MACHINE\\NEW")).unwrap();
+    assert_same_export(
+        &normalise(&export_reg(&rebuilt, None).unwrap()),
+        &normalise(&export_reg(&plain, None).unwrap()),
+        "reged export merged back",
+    );
 }

@@ -25,7 +25,8 @@ pub struct Key {
     pub class_name: Option<Vec<u8>>,
     /// FILETIME (UTC) of the last write, as stored.
     pub last_written: u64,
-    /// Key node flags as stored. The writer recomputes KEY_COMP_NAME and KEY_HIVE_ENTRY
+    /// Key node flags as stored, without KEY_COMP_NAME (a storage detail the writer
+    /// recomputes from the name). The writer also sets KEY_HIVE_ENTRY on the root only
     /// and keeps every other bit.
     pub flags: u16,
     /// Upper 16 bits of the "largest subkey name length" field: virtualization control
@@ -39,7 +40,8 @@ pub struct Key {
     pub security: Option<Arc<[u8]>>,
     /// Values in stored order.
     pub values: Vec<Value>,
-    /// Subkeys, kept sorted by upper-cased name (the order the hive stores them in).
+    /// Subkeys, sorted by upper-cased name (the order the hive stores them in). Add them
+    /// with [`Key::add_subkey`] to keep the order lookups rely on.
     pub subkeys: Vec<Key>,
 }
 
@@ -217,16 +219,10 @@ impl Key {
         }
     }
 
+    /// Subkeys are kept sorted (the reader sorts lists a damaged hive left unsorted;
+    /// [`Key::add_subkey`] inserts in order), so lookups are binary searches.
     fn find_index(&self, name: &str) -> Result<usize, usize> {
-        // Subkeys are kept sorted; a parsed hive that was not sorted still works through
-        // the linear fallback.
-        match self.subkeys.binary_search_by(|k| cmp_names(&k.name, name)) {
-            Ok(i) => Ok(i),
-            Err(pos) => match self.subkeys.iter().position(|k| eq_names(&k.name, name)) {
-                Some(i) => Ok(i),
-                None => Err(pos),
-            },
-        }
+        self.subkeys.binary_search_by(|k| cmp_names(&k.name, name))
     }
 
     /// Direct subkey by name (case-insensitive).

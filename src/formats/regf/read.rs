@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::base::{BaseBlock, BASE_BLOCK_SIZE};
 use super::model::{Hive, Key, Value};
-use super::names::decode_name;
+use super::names::{cmp_names, decode_name};
 use super::{corrupt, le16, le32, le64, Error, Result, BIG_DATA_SEGMENT, HBIN_PAGE, MAX_DEPTH};
 
 /// Offset value meaning "no cell".
@@ -616,7 +616,7 @@ impl<'a> Reader<'a> {
         )
         .map_err(|e| corrupt("key node", abs + 76, e))?;
         let mut key = Key::new(&name, nk.last_written_timestamp);
-        key.flags = nk.flags;
+        key.flags = nk.flags & !super::key_flags::COMP_NAME;
         key.user_virt_debug = (nk.largest_subkey_name_length >> 16) as u16;
         key.spare = nk.spare;
         key.work_var = nk.work_var;
@@ -687,6 +687,19 @@ impl<'a> Reader<'a> {
                     }
                 }
                 Err(e) => self.warn_or_fail(e)?,
+            }
+            let sorted = key
+                .subkeys
+                .windows(2)
+                .all(|w| cmp_names(&w[0].name, &w[1].name).is_lt());
+            if !sorted {
+                let e = corrupt(
+                    "subkeys list",
+                    Self::abs(nk.subkeys_list_offset),
+                    "subkeys are not sorted by upper-cased name (or a name repeats)",
+                );
+                self.warn_or_fail(e)?;
+                key.subkeys.sort_by(|a, b| cmp_names(&a.name, &b.name));
             }
         }
         Ok(key)
