@@ -680,3 +680,157 @@ fn our_new_hive_opens_in_hivex_and_reged() {
         "reged export merged back",
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Merge, export and editing
+
+/// Key path → block text (values as printed), from an export.
+fn blocks(export: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut cur: Option<String> = None;
+    for l in export.lines() {
+        let l = l.trim_end_matches('\r');
+        if l.starts_with('[') && l.ends_with(']') {
+            cur = Some(l[1..l.len() - 1].to_string());
+            out.insert(cur.clone().unwrap(), String::new());
+        } else if !l.is_empty() && !l.starts_with("Windows Registry") {
+            let b = out.get_mut(cur.as_ref().unwrap()).unwrap();
+            b.push_str(l);
+            b.push('\n');
+        }
+    }
+    out
+}
+
+/// Merge-then-export is the identity on a corpus of .reg files (our corpus and our
+/// exports of real Windows hives); regedit's file form (UTF-16LE with BOM) decodes to the
+/// same text.
+#[test]
+fn merge_export_identity_on_corpus() {
+    let tmp = common::tempdir();
+    let with_root = |t: String| t.replacen("\r\n\r\n", "\r\n\r\n[\\]\r\n\r\n", 1);
+    let mut corpus = vec![
+        with_root(corpus_reg(40)),
+        "Windows Registry Editor Version 5.00\r\n\r\n[\\]\r\n@=\"\"\r\n\"a \\\"quoted\\\" \\\\ name\"=\"\"\r\n\"x\"=hex(1):41,00\r\n\r\n[\\a]\r\n\r\n[\\B]\r\n\r\n[\\B\\_]\r\n\r\n".to_string(),
+    ];
+    for name in ["BCD", "SAM"] {
+        let h = Hive::parse(&common::read(&fixture(tmp.path(), name))).unwrap();
+        corpus.push(export_reg(&h, None).unwrap());
+    }
+    for (i, text) in corpus.iter().enumerate() {
+        let mut h = Hive::new_empty("R", 0x01D0_0000_0000_0000);
+        merge_reg(&mut h, text).unwrap_or_else(|e| panic!("corpus {i}: {e}"));
+        assert_text_eq(&export_reg(&h, None).unwrap(), text, &format!("corpus {i}"));
+        let decoded = regf::decode_reg_file(&regf::encode_reg_file(text)).unwrap();
+        assert_text_eq(&decoded, text, &format!("corpus {i} through UTF-16"));
+        let back = Hive::parse(&write_checked(&h, "corpus")).unwrap();
+        assert_text_eq(
+            &export_reg(&back, None).unwrap(),
+            text,
+            &format!("corpus {i} written"),
+        );
+    }
+}
+
+/// regedit's other forms: REGEDIT4 (8-bit hex(2)/hex(7) widened), `hex:`, continuation
+/// lines, comments, deletions, a prefix.
+#[test]
+fn merge_accepts_regedit_forms_and_deletions() {
+    let mut h = Hive::new_empty("R", 7);
+    let r = regf::merge_reg_prefixed(
+        &mut h,
+        "REGEDIT4\r\n\r\n; comment\r\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\A\\B]\r\n\"bin\"=hex:01,\\\r\n  02,03\r\n\"exp\"=hex(2):41,42,00\r\n@=\"d\"\r\n\r\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\C]\r\n\"gone\"=dword:1\r\n",
+        Some("HKEY_LOCAL_MACHINE\\SOFTWARE"),
+    )
+    .unwrap();
+    assert_eq!((r.keys_created, r.values_set), (3, 4));
+    let b = h.key("a\\b").unwrap();
+    assert_eq!(b.value("bin").unwrap().data, [1, 2, 3]);
+    assert_eq!(b.value("exp").unwrap().data, utf16z("AB"));
+    assert_eq!(b.value("").unwrap().data, utf16z("d"));
+    let r = merge_reg(&mut h, "Windows Registry Editor Version 5.00\n[-\\A]\n[\\C]\n\"gone\"=-\n\"missing\"=-\n[-\\nothing]\n").unwrap();
+    assert_eq!((r.keys_deleted, r.values_deleted), (1, 1));
+    assert!(h.key("A").is_none() && h.key("C").unwrap().values.is_empty());
+    assert!(regf::merge_reg_prefixed(
+        &mut h,
+        "REGEDIT4\n[HKEY_CURRENT_USER\\X]\n",
+        Some("HKEY_LOCAL_MACHINE")
+    )
+    .is_err());
+}
+
+/// Editing a real hive changes exactly the edited blocks of the export: every other key
+/// keeps its values byte for byte (and its timestamp, class name, flags and descriptor
+/// in the model), also after writing and re-reading; hivex reads the edited hive as we do.
+#[test]
+fn edits_keep_untouched_content_identical() {
+    let tmp = common::tempdir();
+    let original = Hive::parse(&common::read(&fixture(tmp.path(), "NTUSER.DAT"))).unwrap();
+    let mut h = original.clone();
+    let names: Vec<String> = h.root.subkeys.iter().map(|k| k.name.clone()).collect();
+    assert!(names.len() >= 4);
+    let (renamed, deleted, valued) = (names[0].clone(), names[1].clone(), names[2].clone());
+    // A key with two values or more, outside the renamed, deleted and extended subtrees.
+    fn find(k: &Key, path: String) -> Option<(String, String)> {
+        if k.values.len() >= 2 {
+            return Some((path, k.values[0].name.clone()));
+        }
+        k.subkeys
+            .iter()
+            .find_map(|s| find(s, format!("{path}\\{}", s.name)))
+    }
+    let delval = names[3..]
+        .iter()
+        .find_map(|n| find(h.root.subkey(n).unwrap(), n.clone()))
+        .expect("a key with two values");
+    h.rename_key(&renamed, "Renamed By Test").unwrap();
+    h.delete_key(&deleted).unwrap();
+    h.set_value(&valued, regf::Value::sz("added", "value"))
+        .unwrap();
+    assert!(h.delete_value(&delval.0, &delval.1).unwrap());
+    h.create_key("Created\\Child", 0x01D0_0000_0000_0001)
+        .unwrap();
+    h.set_security("Created", regf::default_security_descriptor())
+        .unwrap();
+
+    let bytes = write_checked(&h, "edited");
+    let back = Hive::parse(&bytes).unwrap();
+    let before = blocks(&export_reg(&original, None).unwrap());
+    let after = blocks(&export_reg(&back, None).unwrap());
+    let under = |p: &str, k: &str| p == format!("\\{k}") || p.starts_with(&format!("\\{k}\\"));
+    let mut checked = 0;
+    for (p, body) in &before {
+        if under(p, &deleted) {
+            assert!(!after.contains_key(p), "{p} survived its deletion");
+        } else if under(p, &renamed) {
+            let np = format!("\\Renamed By Test{}", &p[renamed.len() + 1..]);
+            assert_eq!(after.get(&np), Some(body), "{p} renamed");
+        } else if *p == format!("\\{valued}") {
+            assert_eq!(after[p], format!("{body}\"added\"=\"value\"\n"));
+        } else if *p == format!("\\{}", delval.0) {
+            assert_eq!(after[p].lines().count() + 1, body.lines().count());
+        } else {
+            assert_eq!(after.get(p), Some(body), "{p} changed");
+            checked += 1;
+        }
+    }
+    assert!(checked > 100);
+    assert_eq!(
+        after.len(),
+        before.len() - before.keys().filter(|p| under(p, &deleted)).count() + 2
+    );
+    let top = delval.0.split('\\').next().unwrap();
+    for name in names[3..].iter().filter(|n| n.as_str() != top) {
+        assert!(
+            back.root.subkey(name) == original.root.subkey(name),
+            "{name} changed in the model"
+        );
+    }
+    let path = tmp.path().join("edited.hive");
+    std::fs::write(&path, &bytes).unwrap();
+    assert_same_export(
+        &normalise(&export_reg(&back, None).unwrap()),
+        &normalise(&hivex_export(&path, "\\")),
+        "edited hive",
+    );
+}
