@@ -581,7 +581,9 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn key(&mut self, off: u32, parent: Option<u32>, depth: usize) -> Result<Key> {
+    /// One key node with its values; returns the key, its subkeys' key node offsets and
+    /// its subkeys list offset.
+    fn key(&mut self, off: u32, parent: Option<u32>, depth: usize) -> Result<(Key, Vec<u32>, u32)> {
         let abs = Self::abs(off);
         if depth > MAX_DEPTH {
             return Err(corrupt(
@@ -662,32 +664,58 @@ impl<'a> Reader<'a> {
             }
         }
 
+        let mut children = Vec::new();
         if nk.number_of_subkeys > 0 && nk.subkeys_list_offset != NO_CELL {
-            let mut offs = Vec::new();
-            match self.subkey_offsets(nk.subkeys_list_offset, &mut offs, false) {
+            match self.subkey_offsets(nk.subkeys_list_offset, &mut children, false) {
                 Ok(()) => {
-                    if offs.len() != nk.number_of_subkeys as usize {
+                    if children.len() != nk.number_of_subkeys as usize {
                         let e = corrupt(
                             "key node",
                             abs + 20,
                             format!(
                                 "number of subkeys is {}, the subkeys list holds {}",
                                 nk.number_of_subkeys,
-                                offs.len()
+                                children.len()
                             ),
                         );
                         self.warn_or_fail(e)?;
                     }
-                    for so in offs {
-                        match self.key(so, Some(off), depth + 1) {
-                            Ok(k) => key.subkeys.push(k),
-                            Err(e @ Error::Expansion { .. }) => return Err(e),
-                            Err(e) => self.warn_or_fail(e)?,
-                        }
+                }
+                Err(e) => {
+                    children.clear();
+                    self.warn_or_fail(e)?;
+                }
+            }
+        }
+        Ok((key, children, nk.subkeys_list_offset))
+    }
+
+    /// Read the whole tree under the root key node at `root`, with an explicit stack (the
+    /// deepest tree the format allows needs no more call stack than a flat one).
+    fn tree(&mut self, root: u32) -> Result<Key> {
+        // Keys in pre-order: (key, index of the parent, subkeys list offset).
+        let mut arena: Vec<(Option<Key>, Option<usize>, u32)> = Vec::new();
+        // (key node offset, parent key node offset, depth, index of the parent)
+        let mut stack: Vec<(u32, Option<u32>, usize, Option<usize>)> = vec![(root, None, 0, None)];
+        while let Some((off, parent_off, depth, parent)) = stack.pop() {
+            match self.key(off, parent_off, depth) {
+                Ok((key, children, list)) => {
+                    let me = arena.len();
+                    arena.push((Some(key), parent, list));
+                    for &c in children.iter().rev() {
+                        stack.push((c, Some(off), depth + 1, Some(me)));
                     }
                 }
+                Err(e) if parent.is_none() => return Err(e),
+                Err(e @ Error::Expansion { .. }) => return Err(e),
                 Err(e) => self.warn_or_fail(e)?,
             }
+        }
+        // Children follow their parent in pre-order: walking backwards, every key is
+        // complete when it is reached and can be moved into its parent.
+        for i in (0..arena.len()).rev() {
+            let mut key = arena[i].0.take().expect("each key is moved once");
+            key.subkeys.reverse();
             let sorted = key
                 .subkeys
                 .windows(2)
@@ -695,14 +723,23 @@ impl<'a> Reader<'a> {
             if !sorted {
                 let e = corrupt(
                     "subkeys list",
-                    Self::abs(nk.subkeys_list_offset),
+                    Self::abs(arena[i].2),
                     "subkeys are not sorted by upper-cased name (or a name repeats)",
                 );
                 self.warn_or_fail(e)?;
                 key.subkeys.sort_by(|a, b| cmp_names(&a.name, &b.name));
             }
+            match arena[i].1 {
+                Some(p) => arena[p]
+                    .0
+                    .as_mut()
+                    .expect("parents come first")
+                    .subkeys
+                    .push(key),
+                None => return Ok(key),
+            }
         }
-        Ok(key)
+        unreachable!("the root is the first key of the arena")
     }
 
     fn value_offsets(&self, nk: &KeyNode) -> Result<Vec<u32>> {
@@ -784,7 +821,7 @@ pub(crate) fn parse_primary(data: &[u8], strict: bool, mut warnings: Vec<String>
         visited: HashSet::new(),
         security: HashMap::new(),
     };
-    let root = r.key(base.root_cell_offset, None, 0)?;
+    let root = r.tree(base.root_cell_offset)?;
     Ok(Hive {
         base_block: base,
         root,
@@ -825,5 +862,102 @@ impl Hive {
             warnings.push("hive is dirty and was read without its transaction logs; recent changes may be missing".to_string());
         }
         parse_primary(data, opts.validate, warnings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{BaseBlock, ValueData};
+    use super::*;
+
+    /// A hive assembled byte by byte: one bin, a root key node with one inline DWORD
+    /// value named "v" (8-bit name), an allocated cell per record, a free tail cell.
+    fn hand_built() -> Vec<u8> {
+        let mut bins = vec![0u8; 4096];
+        bins[0..4].copy_from_slice(b"hbin");
+        bins[8..12].copy_from_slice(&4096u32.to_le_bytes());
+        let mut cell = |at: usize, data: &[u8]| {
+            let size = (data.len() + 4 + 7) & !7;
+            bins[at..at + 4].copy_from_slice(&(-(size as i32)).to_le_bytes());
+            bins[at + 4..at + 4 + data.len()].copy_from_slice(data);
+            at + size
+        };
+        let nk = KeyNode {
+            flags: 0x2c,
+            last_written_timestamp: 42,
+            parent: NO_CELL,
+            number_of_key_values: 1,
+            key_values_list_offset: 0x80,
+            subkeys_list_offset: NO_CELL,
+            volatile_subkeys_list_offset: NO_CELL,
+            key_security_offset: NO_CELL,
+            class_name_offset: NO_CELL,
+            key_name: b"ROOT".to_vec(),
+            ..Default::default()
+        };
+        let end = cell(0x20, &nk.to_bytes());
+        assert!(end <= 0x80);
+        let end = cell(0x80, &0x88u32.to_le_bytes());
+        assert_eq!(end, 0x88);
+        let vk = KeyValue {
+            data_size: DATA_INLINE | 4,
+            data_offset: 7,
+            data_type: 4,
+            flags: 1,
+            spare: 0,
+            name: b"v".to_vec(),
+        };
+        let end = cell(0x88, &vk.to_bytes());
+        bins[end..end + 4].copy_from_slice(&((4096 - end) as i32).to_le_bytes());
+        let mut bb = BaseBlock::new(42);
+        bb.hive_bins_data_size = 4096;
+        let mut file = bb.to_bytes();
+        file.extend(bins);
+        file
+    }
+
+    #[test]
+    fn reads_hand_built_hive() {
+        let h = Hive::parse(&hand_built()).unwrap();
+        assert_eq!(h.root.name, "ROOT");
+        assert_eq!(h.root.last_written, 42);
+        assert_eq!(h.root.flags, 0x0c, "KEY_COMP_NAME is not kept in the model");
+        assert_eq!(h.root.values[0].name, "v");
+        assert_eq!(h.root.values[0].decode(), ValueData::Dword(7));
+        assert!(h.root.security.is_none() && h.warnings.is_empty());
+    }
+
+    #[test]
+    fn strict_and_lenient_disagree_on_damage() {
+        let mut b = hand_built();
+        // The value's cell size made positive: a free cell where an allocated one belongs.
+        let at = 4096 + 0x88;
+        let size = -i32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+        b[at..at + 4].copy_from_slice(&size.to_le_bytes());
+        let e = Hive::parse(&b).unwrap_err().to_string();
+        assert!(e.contains("free") && e.contains("0x1088"), "{e}");
+        let h = Hive::parse_with(
+            &b,
+            &ParseOptions {
+                validate: false,
+                logs: Vec::new(),
+            },
+        )
+        .unwrap();
+        assert_eq!(h.root.values.len(), 1);
+        // A value list pointing outside the data: strict error, lenient skips the values.
+        let mut b = hand_built();
+        let list = 4096 + 0x20 + 4 + 40;
+        b[list..list + 4].copy_from_slice(&0x10_0000u32.to_le_bytes());
+        assert!(Hive::parse(&b).unwrap_err().to_string().contains("outside"));
+        let h = Hive::parse_with(
+            &b,
+            &ParseOptions {
+                validate: false,
+                logs: Vec::new(),
+            },
+        )
+        .unwrap();
+        assert!(h.root.values.is_empty() && h.warnings.len() == 1);
     }
 }

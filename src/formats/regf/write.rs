@@ -121,7 +121,12 @@ enum DataPlan {
     },
 }
 
-struct KeyPlan {
+/// Cells planned for one key. Plans form a flat list in pre-order (no recursion, so the
+/// deepest tree the format allows needs no more stack than a flat one).
+struct KeyPlan<'a> {
+    key: &'a Key,
+    /// Key node offset of the parent, NO_CELL for the root.
+    parent: u32,
     nk: u32,
     sk: u32,
     class: u32,
@@ -130,10 +135,14 @@ struct KeyPlan {
     /// Hash leaves, in order; `root` is the index root over them when there are several.
     leaves: Vec<u32>,
     root: u32,
-    /// Indices of subkeys in sorted order, and their plans in that order.
+    /// Indices of subkeys in sorted order, and the indices of their plans in that order.
     order: Vec<usize>,
-    children: Vec<KeyPlan>,
+    children: Vec<usize>,
 }
+
+/// A key waiting to be planned: the key, the descriptor it inherits, its depth, the
+/// index of its parent's plan.
+type Pending<'a> = (&'a Key, Arc<[u8]>, usize, Option<usize>);
 
 struct Planner {
     alloc: Alloc,
@@ -158,7 +167,33 @@ fn sorted_order(key: &Key) -> Result<Vec<usize>> {
 }
 
 impl Planner {
-    fn key(&mut self, key: &Key, inherited: &Arc<[u8]>, depth: usize) -> Result<KeyPlan> {
+    /// Plan every key of the tree under `root`, in pre-order.
+    fn tree<'a>(&mut self, root: &'a Key, default_sd: Arc<[u8]>) -> Result<Vec<KeyPlan<'a>>> {
+        let mut plans: Vec<KeyPlan<'a>> = Vec::new();
+        let mut stack: Vec<Pending<'a>> = vec![(root, default_sd, 0, None)];
+        while let Some((key, inherited, depth, parent)) = stack.pop() {
+            let parent_nk = parent.map_or(NO_CELL, |p| plans[p].nk);
+            let plan = self.key(key, &inherited, depth, parent_nk)?;
+            let me = plans.len();
+            if let Some(p) = parent {
+                plans[p].children.push(me);
+            }
+            let sd = key.security.clone().unwrap_or(inherited);
+            for &i in plan.order.iter().rev() {
+                stack.push((&key.subkeys[i], sd.clone(), depth + 1, Some(me)));
+            }
+            plans.push(plan);
+        }
+        Ok(plans)
+    }
+
+    fn key<'a>(
+        &mut self,
+        key: &'a Key,
+        inherited: &Arc<[u8]>,
+        depth: usize,
+        parent: u32,
+    ) -> Result<KeyPlan<'a>> {
         if depth > super::MAX_DEPTH {
             return Err(Error::Limit(format!(
                 "keys nest deeper than {} levels",
@@ -261,11 +296,10 @@ impl Planner {
                 leaves.push(self.alloc.cell(4 + 8 * chunk.len())?);
             }
         }
-        let mut children = Vec::with_capacity(order.len());
-        for &i in &order {
-            children.push(self.key(&key.subkeys[i], &sd, depth + 1)?);
-        }
         Ok(KeyPlan {
+            key,
+            parent,
+            children: Vec::with_capacity(order.len()),
             nk,
             sk,
             class,
@@ -274,7 +308,6 @@ impl Planner {
             leaves,
             root,
             order,
-            children,
         })
     }
 }
@@ -297,7 +330,9 @@ impl Emitter {
         self.bins[at + 4..at + 4 + data.len()].copy_from_slice(data);
     }
 
-    fn key(&mut self, key: &Key, plan: &KeyPlan, parent: u32, is_root: bool) {
+    fn key(&mut self, plan: &KeyPlan, plans: &[KeyPlan]) {
+        let key = plan.key;
+        let (parent, is_root) = (plan.parent, plan.parent == NO_CELL);
         let (name, compressed) = encode_name(&key.name);
         let mut flags = key.flags & !(key_flags::COMP_NAME | key_flags::HIVE_ENTRY);
         if compressed {
@@ -409,8 +444,8 @@ impl Emitter {
             ) {
                 let mut rec = b"lh".to_vec();
                 rec.extend_from_slice(&(chunk.0.len() as u16).to_le_bytes());
-                for (&i, child) in chunk.0.iter().zip(chunk.1) {
-                    rec.extend_from_slice(&child.nk.to_le_bytes());
+                for (&i, &child) in chunk.0.iter().zip(chunk.1) {
+                    rec.extend_from_slice(&plans[child].nk.to_le_bytes());
                     rec.extend_from_slice(&lh_hash(&subs[i].name).to_le_bytes());
                 }
                 self.put(*leaf, &rec);
@@ -423,9 +458,6 @@ impl Emitter {
                 }
                 self.put(plan.root, &rec);
             }
-        }
-        for (&i, child) in plan.order.iter().zip(&plan.children) {
-            self.key(&subs[i], child, plan.nk, false);
         }
     }
 }
@@ -443,7 +475,7 @@ impl Hive {
             sks: Vec::new(),
         };
         let default_sd: Arc<[u8]> = Arc::from(default_security_descriptor());
-        let plan = p.key(&self.root, &default_sd, 0)?;
+        let plans = p.tree(&self.root, default_sd)?;
         let total = p.alloc.bin_end as usize;
         let mut e = Emitter {
             bins: vec![0u8; total],
@@ -478,7 +510,9 @@ impl Hive {
             };
             e.put(*off, &rec.to_bytes());
         }
-        e.key(&self.root, &plan, NO_CELL, true);
+        for plan in &plans {
+            e.key(plan, &plans);
+        }
 
         let mut bb = self.base_block.clone();
         let seq = bb
@@ -491,7 +525,7 @@ impl Hive {
         bb.minor_version = bb.minor_version.clamp(5, 6);
         bb.file_type = FILE_TYPE_PRIMARY;
         bb.file_format = 1;
-        bb.root_cell_offset = plan.nk;
+        bb.root_cell_offset = plans[0].nk;
         bb.hive_bins_data_size = total as u32;
         if bb.clustering_factor == 0 {
             bb.clustering_factor = 1;
@@ -500,5 +534,99 @@ impl Hive {
         debug_assert_eq!(out.len(), BASE_BLOCK_SIZE);
         out.extend(e.bins);
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{export_reg, Hive, Value, MAX_DEPTH};
+    use super::*;
+
+    fn written(h: &Hive) -> Vec<u8> {
+        let a = h.to_bytes().unwrap();
+        assert_eq!(a, h.to_bytes().unwrap(), "writes are deterministic");
+        a
+    }
+
+    /// The deepest tree the format allows is written, read back and exported on an
+    /// ordinary (2 MiB stack) test thread; one level more is refused.
+    #[test]
+    fn deepest_tree_round_trips() {
+        let path: Vec<String> = (0..MAX_DEPTH).map(|i| format!("k{i}")).collect();
+        let mut h = Hive::new_empty("R", 1);
+        h.create_key(&path.join("\\"), 2).unwrap();
+        let back = Hive::parse(&written(&h)).unwrap();
+        assert!(back.root == h.root);
+        assert_eq!(
+            export_reg(&back, None).unwrap().matches('[').count(),
+            MAX_DEPTH + 1
+        );
+        h.create_key(&format!("{}\\one-too-many", path.join("\\")), 2)
+            .unwrap();
+        assert!(h.to_bytes().is_err());
+    }
+
+    /// Layout facts: root cell at 0x20, 4 KiB bins with a free tail, inline / cell / big
+    /// data by size, an index root above 507 subkeys, one shared security record.
+    #[test]
+    fn layout() {
+        let mut h = Hive::new_empty("R", 5);
+        h.create_key("A", 5).unwrap();
+        for (i, n) in [
+            0usize,
+            4,
+            5,
+            BIG_DATA_SEGMENT,
+            BIG_DATA_SEGMENT + 1,
+            3 * BIG_DATA_SEGMENT,
+        ]
+        .iter()
+        .enumerate()
+        {
+            h.set_value("A", Value::binary(&format!("v{i}"), &vec![i as u8 + 1; *n]))
+                .unwrap();
+        }
+        for i in 0..=MAX_LEAF_ELEMENTS {
+            h.create_key(&format!("Many\\{i:04}"), 5).unwrap();
+        }
+        let b = written(&h);
+        let bb = super::super::BaseBlock::parse(&b).unwrap();
+        bb.validate(&b).unwrap();
+        assert_eq!((bb.root_cell_offset, bb.minor_version), (0x20, 5));
+        assert_eq!(b.len(), BASE_BLOCK_SIZE + bb.hive_bins_data_size as usize);
+        assert_eq!(&b[4096..4100], b"hbin");
+        assert_eq!(
+            u32::from_le_bytes(b[4096 + 8..4096 + 12].try_into().unwrap()),
+            4096
+        );
+        let back = Hive::parse(&b).unwrap();
+        assert!(back.root == h.root);
+        let count = |sig: &[u8]| b.windows(2).filter(|w| *w == sig).count();
+        assert!(count(b"ri") >= 1 && count(b"db") >= 2);
+        // One "sk" record, referenced by every key (root, A, Many and its subkeys).
+        let sk = b.windows(4).position(|w| w == b"sk\0\0").unwrap();
+        let refs = u32::from_le_bytes(b[sk + 12..sk + 16].try_into().unwrap()) as usize;
+        assert_eq!(refs, h.root.count_keys());
+        assert_eq!(
+            u32::from_le_bytes(b[sk + 4..sk + 8].try_into().unwrap()) as usize,
+            sk - 4 - 4096
+        );
+    }
+
+    #[test]
+    fn refuses_duplicate_names_and_long_names() {
+        let mut h = Hive::new_empty("R", 5);
+        h.root.subkeys.push(super::super::Key::new("a", 1));
+        h.root.subkeys.push(super::super::Key::new("A", 1));
+        assert!(h
+            .to_bytes()
+            .unwrap_err()
+            .to_string()
+            .contains("two subkeys"));
+        let mut h = Hive::new_empty("R", 5);
+        h.root
+            .subkeys
+            .push(super::super::Key::new(&"x".repeat(256), 1));
+        assert!(h.to_bytes().is_err());
     }
 }
