@@ -13,7 +13,8 @@ pub struct Hive {
     /// transaction fields, sequence numbers). The writer recomputes sizes and offsets.
     pub base_block: BaseBlock,
     pub root: Key,
-    /// Problems skipped while parsing with `validate: false` (empty when strict).
+    /// Problems met while parsing: everything skipped with `validate: false`; in strict
+    /// mode only doubts about the order of non-ASCII subkey names (see the reader).
     pub warnings: Vec<String>,
 }
 

@@ -716,17 +716,25 @@ impl<'a> Reader<'a> {
         for i in (0..arena.len()).rev() {
             let mut key = arena[i].0.take().expect("each key is moved once");
             key.subkeys.reverse();
-            let sorted = key
+            // Out-of-order or repeated names. Between ASCII names the comparison is exact
+            // and a strict read fails; elsewhere our upper-casing may differ from Windows'
+            // table for some scripts, so it is only a warning.
+            let bad = key
                 .subkeys
                 .windows(2)
-                .all(|w| cmp_names(&w[0].name, &w[1].name).is_lt());
-            if !sorted {
+                .find(|w| !cmp_names(&w[0].name, &w[1].name).is_lt())
+                .map(|w| (w[0].name.clone(), w[1].name.clone()));
+            if let Some((a, b)) = bad {
                 let e = corrupt(
                     "subkeys list",
                     Self::abs(arena[i].2),
-                    "subkeys are not sorted by upper-cased name (or a name repeats)",
+                    format!("subkeys are not sorted by upper-cased name: '{a}' comes before '{b}'"),
                 );
-                self.warn_or_fail(e)?;
+                if a.is_ascii() && b.is_ascii() {
+                    self.warn_or_fail(e)?;
+                } else {
+                    self.warnings.push(e.to_string());
+                }
                 key.subkeys.sort_by(|a, b| cmp_names(&a.name, &b.name));
             }
             match arena[i].1 {
