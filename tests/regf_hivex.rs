@@ -991,6 +991,13 @@ fn hostile_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     case("inline_data_too_long", "at most 4", &|b| {
         put32(b, vk(0) + 4, 0x8000_0008)
     });
+    case("unsorted_subkeys", "not sorted", &|b| {
+        let ri = 4096 + get32(b, many + 28) as usize + 4;
+        let leaf = 4096 + get32(b, ri + 4) as usize + 4;
+        let (x, y) = (get32(b, leaf + 4), get32(b, leaf + 12));
+        put32(b, leaf + 4, y);
+        put32(b, leaf + 12, x);
+    });
     cases
 }
 
@@ -1002,7 +1009,15 @@ fn hostile_catalogue_gives_clear_errors() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hostile/regf/README.md"),
     )
     .unwrap();
-    for (name, bytes, expect) in hostile_cases() {
+    let cases = hostile_cases();
+    for line in readme.lines().filter(|l| l.starts_with("| `")) {
+        let name = line.split('`').nth(1).unwrap();
+        assert!(
+            cases.iter().any(|c| c.0 == name),
+            "README case {name} is not generated"
+        );
+    }
+    for (name, bytes, expect) in cases {
         assert!(
             readme.contains(&format!("`{name}`")),
             "{name} is missing from the README"
