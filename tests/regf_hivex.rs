@@ -275,6 +275,11 @@ fn real_dirty_hives_recover_from_logs() {
 
         let rec = regf::recover(&primary, &[&log1, &log2]).unwrap();
         assert!(rec.entries_applied > 0, "{name}: nothing applied");
+        assert!(rec.first_sequence >= rec.expected_sequence);
+        assert_eq!(
+            rec.last_sequence,
+            rec.first_sequence + rec.entries_applied as u32 - 1
+        );
         let bb = regf::BaseBlock::parse(&rec.data).unwrap();
         assert_eq!(bb.primary_sequence_number, bb.secondary_sequence_number);
         assert_eq!(bb.primary_sequence_number, rec.last_sequence);
@@ -285,6 +290,12 @@ fn real_dirty_hives_recover_from_logs() {
             logs: vec![&log1, &log2],
         };
         let hive = Hive::parse_with(&primary, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // A gap between the hive and its logs is reported, never silent.
+        assert_eq!(
+            !hive.warnings.is_empty(),
+            rec.first_sequence != rec.expected_sequence,
+            "{name}"
+        );
         let hive_bins = |b: &[u8]| b[4096..].to_vec();
         assert_ne!(
             hive_bins(&rec.data),

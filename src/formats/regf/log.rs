@@ -57,8 +57,14 @@ pub struct LogRecovery {
     pub data: Vec<u8>,
     /// Log entries applied.
     pub entries_applied: usize,
+    /// Sequence number of the first entry applied.
+    pub first_sequence: u32,
     /// Sequence number of the last entry applied.
     pub last_sequence: u32,
+    /// The primary file's secondary sequence number: the entry recovery expects first.
+    /// When `first_sequence` is higher, the logs no longer hold the entries in between
+    /// (spec note 7 would stop; we apply what follows, per note 5, and say so).
+    pub expected_sequence: u32,
 }
 
 struct Entry<'a> {
@@ -177,8 +183,10 @@ fn entries(log: usize, data: &[u8]) -> Result<Vec<Entry<'_>>> {
 ///
 /// Entries with a sequence number below the primary's secondary sequence number were
 /// applied already and are skipped; the rest are applied in ascending sequence order,
-/// starting from the lowest and stopping at the first gap (spec notes 5, 7). A primary
-/// base block with a bad checksum is replaced by the newest log's base block (note 6).
+/// starting from the lowest and stopping at the first gap (spec notes 5, 7). When the
+/// lowest is above the expected number, [`LogRecovery::first_sequence`] says so. A
+/// primary base block with a bad checksum is replaced by the newest log's base block
+/// (note 6).
 pub fn recover(primary: &[u8], logs: &[&[u8]]) -> Result<LogRecovery> {
     let mut data = primary.to_vec();
     if data.len() < BASE_BLOCK_SIZE {
@@ -223,6 +231,7 @@ pub fn recover(primary: &[u8], logs: &[&[u8]]) -> Result<LogRecovery> {
     all.sort_by_key(|e| (e.sequence, e.log, e.offset));
     all.dedup_by_key(|e| e.sequence);
     let mut applied = 0usize;
+    let first_sequence = all.first().map_or(secondary, |e| e.sequence);
     let mut last = None::<u32>;
     let mut flags = None;
     for e in &all {
@@ -268,7 +277,9 @@ pub fn recover(primary: &[u8], logs: &[&[u8]]) -> Result<LogRecovery> {
     Ok(LogRecovery {
         data,
         entries_applied: applied,
+        first_sequence,
         last_sequence,
+        expected_sequence: secondary,
     })
 }
 

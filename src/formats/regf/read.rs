@@ -851,10 +851,14 @@ impl Hive {
         if dirty && !opts.logs.is_empty() {
             let rec = super::log::recover(data, &opts.logs)?;
             let mut warnings = Vec::new();
-            if !opts.validate {
+            if rec.first_sequence != rec.expected_sequence {
                 warnings.push(format!(
-                    "recovered from transaction logs: {} log entries applied",
-                    rec.entries_applied
+                    "transaction logs start at sequence number {}, the hive expected {}; \
+                     applied entries {} to {}",
+                    rec.first_sequence,
+                    rec.expected_sequence,
+                    rec.first_sequence,
+                    rec.last_sequence
                 ));
             }
             return parse_primary(&rec.data, opts.validate, warnings);
