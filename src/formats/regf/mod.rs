@@ -10,6 +10,15 @@
 //!
 //! The model keeps whatever the writer does not have to compute verbatim: key flags,
 //! class names, timestamps, the spare/work fields, value flags, security descriptors.
+//!
+//! Known limits:
+//! - Names are compared and hashed with Unicode simple upper-casing, one UTF-16 unit to
+//!   one ([`upcase_unit`]). That is exact for ASCII; for other scripts it follows
+//!   Unicode, which may differ from Windows' own upcase table for a few letters.
+//! - Old-format transaction logs ("DIRT" dirty vectors, Windows before 8.1) are refused.
+//! - Volatile keys (KEY_VOLATILE) read from a file are written back like any other key.
+//! - Lists of subkeys are written as hash leaves ("lh"), so written hives are version 1.5
+//!   (or 1.6 when the source was); big data records need 1.4 or later anyway.
 
 mod base;
 mod log;
