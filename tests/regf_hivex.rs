@@ -1141,3 +1141,91 @@ fn mutation_replay_never_panics() {
         }
     }
 }
+
+/// Our name hash and ordering agree with Windows': every hash leaf entry in hives Windows
+/// wrote (tens of thousands, a few with non-ASCII Latin-1 names) carries the hash
+/// `lh_hash` computes for the key's name, and entries are in the order our comparison
+/// gives.
+#[test]
+fn name_hashes_and_order_match_windows() {
+    let (mut checked, mut nonascii) = (0, 0);
+    let ntuser = regf::recover(
+        &common::read(&fixture("transactions_NTUSER.DAT")),
+        &[
+            &common::read(&fixture("transactions_ntuser.dat.log1")),
+            &common::read(&fixture("transactions_ntuser.dat.log2")),
+        ],
+    )
+    .unwrap()
+    .data;
+    for name in [
+        "SYSTEM",
+        "SYSTEM_WIN_10_1709",
+        "amcache.hve",
+        "UsrClass.dat",
+        "transactions_NTUSER.DAT",
+    ] {
+        let b = if name.starts_with("transactions") {
+            ntuser.clone()
+        } else {
+            common::read(&fixture(name))
+        };
+        let bins_size = get32(&b, 40) as usize;
+        let mut names: BTreeMap<u32, String> = BTreeMap::new();
+        let mut leaves: Vec<Vec<(u32, u32)>> = Vec::new();
+        let mut off = 0usize;
+        while off < bins_size {
+            let bin = regf::HiveBin::parse(&b, 4096 + off, off as u32).unwrap();
+            let end = off + bin.size as usize;
+            let mut c = off + 32;
+            while c < end {
+                let size = i32::from_le_bytes(b[4096 + c..4096 + c + 4].try_into().unwrap());
+                let data = &b[4096 + c + 4..4096 + c + size.unsigned_abs() as usize];
+                if size < 0 && &data[0..2] == b"nk" {
+                    let nk = regf::KeyNode::parse(data, 0).unwrap();
+                    let n = if nk.flags & regf::key_flags::COMP_NAME != 0 {
+                        nk.key_name.iter().map(|&x| x as char).collect()
+                    } else {
+                        let u: Vec<u16> = nk
+                            .key_name
+                            .chunks(2)
+                            .map(|p| u16::from_le_bytes([p[0], p[1]]))
+                            .collect();
+                        String::from_utf16_lossy(&u)
+                    };
+                    names.insert(c as u32, n);
+                } else if size < 0 && &data[0..2] == b"lh" {
+                    let n = u16::from_le_bytes([data[2], data[3]]) as usize;
+                    leaves.push(
+                        (0..n)
+                            .map(|i| (get32(data, 4 + 8 * i), get32(data, 8 + 8 * i)))
+                            .collect(),
+                    );
+                }
+                c += size.unsigned_abs() as usize;
+            }
+            off = end;
+        }
+        for leaf in &leaves {
+            // Free (stale) leaves may point anywhere; check those whose keys all exist.
+            let Some(ns) = leaf
+                .iter()
+                .map(|(o, _)| names.get(o))
+                .collect::<Option<Vec<_>>>()
+            else {
+                continue;
+            };
+            for ((_, h), n) in leaf.iter().zip(&ns) {
+                assert_eq!(*h, regf::lh_hash(n), "{name}: hash of '{n}'");
+                checked += 1;
+                nonascii += usize::from(!n.is_ascii());
+            }
+            for w in ns.windows(2) {
+                let up = |s: &str| s.encode_utf16().map(regf::upcase_unit).collect::<Vec<_>>();
+                assert!(up(w[0]) < up(w[1]), "{name}: '{}' before '{}'", w[0], w[1]);
+            }
+        }
+    }
+    assert!(checked > 30_000, "only {checked} hashes checked");
+    assert!(nonascii > 0, "no non-ASCII name among them");
+}
