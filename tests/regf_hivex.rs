@@ -1046,6 +1046,13 @@ fn hostile_catalogue_gives_clear_errors() {
             let _ = h.to_bytes();
         }
     }
+    // The damaged SYSTEM hive of the fixtures: a clear error, or a partial tree.
+    let damaged = common::read(&fixture("corrupted_system_hive"));
+    let e = Hive::parse(&damaged).unwrap_err().to_string();
+    assert!(e.contains("hive bin") && e.contains("0x"), "{e}");
+    let partial = Hive::parse_with(&damaged, &lenient()).unwrap();
+    assert!(partial.root.count_keys() > 1000 && !partial.warnings.is_empty());
+
     // Transaction logs whose entries fail their hashes do not apply.
     let primary = common::read(&fixture("transactions_NTUSER.DAT"));
     let mut logs = Vec::new();
@@ -1138,6 +1145,23 @@ fn mutation_replay_never_panics() {
         }
         if let Ok(rec) = regf::recover(&primary, &[&l]) {
             let _ = Hive::parse_with(&rec.data, &lenient());
+        }
+    }
+    // .reg text: mutated characters and cut lines give a result or an error.
+    let text: Vec<char> = corpus_reg(3).chars().take(4000).collect();
+    let alphabet: Vec<char> = "[]\\\"=@-:(),;\r\n hex(7)dword0fé".chars().collect();
+    for _ in 0..300 {
+        let mut t = text.clone();
+        for _ in 0..1 + next() % 5 {
+            let r = next();
+            let at = (r >> 8) as usize % t.len();
+            t[at] = alphabet[(r >> 40) as usize % alphabet.len()];
+        }
+        let t: String = t.into_iter().collect();
+        let mut h = Hive::new_empty("R", 1);
+        if merge_reg(&mut h, &t).is_ok() {
+            let _ = export_reg(&h, None).unwrap();
+            let _ = h.to_bytes();
         }
     }
 }
