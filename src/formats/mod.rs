@@ -4,5 +4,6 @@ pub mod fat;
 pub mod gpt;
 pub mod ntfs;
 pub mod raw;
+pub mod regf;
 pub mod vhd;
 pub mod vhdx;
