@@ -39,7 +39,7 @@ fn create_sized(dir: &Path, name: &str, size: &str, extra: &[&str]) -> PathBuf {
         "disk",
         "create",
         "--size",
-        "1GiB",
+        size,
         "--seed",
         "test-seed",
         "--esp-dir",
@@ -83,13 +83,26 @@ fn gpt_passes_sgdisk_and_matches_the_stored_sfdisk_dump() {
         if ss == "512" {
             // sgdisk assumes 512-byte sectors on plain files.
             let v = run_ok(tool("sgdisk").arg("-v").arg(&raw));
-            assert!(v.contains("No problems found") && !v.contains("Caution"), "sgdisk -v:\n{v}");
+            assert!(
+                v.contains("No problems found") && !v.contains("Caution"),
+                "sgdisk -v:\n{v}"
+            );
         }
         // sfdisk reads plain files with 512-byte sectors only; fdisk -b states the size.
         let dump = if ss == "512" {
             run_ok(tool("sfdisk").arg("-d").arg(&raw))
         } else {
-            run_ok(tool("fdisk").args(["-b", "4096", "-l", "-o", "Device,Start,End,Sectors,Type-UUID,UUID,Name"]).arg(&raw))
+            run_ok(
+                tool("fdisk")
+                    .args([
+                        "-b",
+                        "4096",
+                        "-l",
+                        "-o",
+                        "Device,Start,End,Sectors,Type-UUID,UUID,Name",
+                    ])
+                    .arg(&raw),
+            )
         };
         // The device column carries the temporary path; name it IMAGE and fold spacing.
         let dump: String = dump
@@ -104,7 +117,12 @@ fn gpt_passes_sgdisk_and_matches_the_stored_sfdisk_dump() {
         if std::env::var_os("NANOFORGE_BLESS").is_some() {
             std::fs::write(&want_path, &dump).unwrap();
         }
-        assert_eq!(dump, want, "partition dump differs from {} (NANOFORGE_BLESS=1 rewrites it after review)", want_path.display());
+        assert_eq!(
+            dump,
+            want,
+            "partition dump differs from {} (NANOFORGE_BLESS=1 rewrites it after review)",
+            want_path.display()
+        );
     }
 }
 
@@ -121,7 +139,10 @@ fn esp_is_clean_fat32_and_holds_our_files() {
             .args(["bs=1M", "skip=1", "count=260", "status=none"]),
     );
     let fsck = run_ok(tool("fsck.fat").args(["-n", "-v"]).arg(&esp));
-    assert!(fsck.contains("32 bit entries") && fsck.contains("2048 hidden sectors"), "{fsck}");
+    assert!(
+        fsck.contains("32 bit entries") && fsck.contains("2048 hidden sectors"),
+        "{fsck}"
+    );
     let listing = run_ok(tool("mdir").args(["-/", "-b", "-i"]).arg(&esp).arg("::"));
     for p in [
         "::/EFI/Boot/bootx64.efi",

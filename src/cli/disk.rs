@@ -68,7 +68,9 @@ fn parse_sector_size(s: &str) -> Result<u64, String> {
     match s {
         "512" => Ok(512),
         "4096" => Ok(4096),
-        _ => Err(format!("'{s}' is not a supported sector size: use 512 or 4096")),
+        _ => Err(format!(
+            "'{s}' is not a supported sector size: use 512 or 4096"
+        )),
     }
 }
 

@@ -30,6 +30,7 @@ const PACKAGES: &[&str] = &[
     "time",
     "libvhdi-utils",
     "python3-libvhdi",
+    "libfsntfs-utils",
 ];
 
 const HELP: &str = "\

@@ -230,7 +230,11 @@ fn fix_dot_entries(disk: &mut MemDisk) -> io::Result<()> {
                     break;
                 }
                 let attr = e[11];
-                if e[0] == DELETED || attr == ATTR_LONG_NAME || attr & ATTR_DIRECTORY == 0 || e[0] == b'.' {
+                if e[0] == DELETED
+                    || attr == ATTR_LONG_NAME
+                    || attr & ATTR_DIRECTORY == 0
+                    || e[0] == b'.'
+                {
                     continue;
                 }
                 let child = (le16(e, 20) << 16) | le16(e, 26);

@@ -455,7 +455,10 @@ mod tests {
                     prev_end = p.last_lba + 1;
                 }
                 let w = l.partition(Role::Windows).unwrap();
-                assert!(w.last_lba <= l.last_usable_lba && l.last_usable_lba - w.last_lba < ALIGNMENT / ss);
+                assert!(
+                    w.last_lba <= l.last_usable_lba
+                        && l.last_usable_lba - w.last_lba < ALIGNMENT / ss
+                );
                 assert_eq!((w.last_lba + 1) * ss % ALIGNMENT, 0);
                 assert_eq!((l.last_usable_lba + 1 + 128 * 128 / ss + 1) * ss, size);
                 assert_eq!(l.partition(Role::Esp).unwrap().size(), DEFAULT_ESP_SIZE);
