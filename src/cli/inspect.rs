@@ -1,7 +1,8 @@
 //! `nanoforge inspect IMAGE`
 
 use crate::core::units::Bytes;
-use crate::formats::{fat, gpt};
+use crate::core::ReadAt;
+use crate::formats::{fat, gpt, ntfs};
 use crate::image::{self, ImageFormat};
 use clap::Args;
 use std::path::PathBuf;
@@ -29,6 +30,8 @@ struct Report {
     sector_size: Option<u64>,
     partitions: Vec<gpt::PartitionInfo>,
     esp_files: Vec<fat::FatEntry>,
+    /// NTFS volumes found in basic data partitions, by partition number.
+    ntfs: Vec<(u32, ntfs::read::NtfsSummary)>,
 }
 
 pub fn run(a: InspectArgs) -> anyhow::Result<()> {
@@ -46,12 +49,30 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         })?,
         None => Vec::new(),
     };
+    let data_type: crate::core::Guid = gpt::TYPE_BASIC_DATA.parse().expect("constant parses");
+    let mut volumes = Vec::new();
+    for p in partitions.iter().filter(|p| p.type_guid == data_type) {
+        let mut oem = [0u8; 8];
+        img.disk.read_at(p.offset + 3, &mut oem)?;
+        if &oem == b"NTFS    " {
+            let s = ntfs::read::summary(img.disk.as_ref(), p.offset, p.size).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: NTFS volume of partition {} at offset {:#x}: {e}",
+                    a.image.display(),
+                    p.number,
+                    p.offset
+                )
+            })?;
+            volumes.push((p.number, s));
+        }
+    }
     let r = Report {
         container: img.info,
         disk_guid,
         sector_size,
         partitions,
         esp_files,
+        ntfs: volumes,
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -98,6 +119,14 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
                     p.part_guid
                 );
             }
+        }
+    }
+    for (n, v) in &r.ntfs {
+        println!("NTFS         partition {n}: {} clusters of {} bytes, {} MFT records, {} free, serial {}{}",
+            v.size / v.cluster_size as u64, v.cluster_size, v.mft_records, Bytes(v.free_bytes), v.serial,
+            v.label.as_ref().map(|l| format!(", label {l}")).unwrap_or_default());
+        for (name, dir) in &v.top_level {
+            println!("  {name}{}", if *dir { "\\" } else { "" });
         }
     }
     if !r.esp_files.is_empty() {

@@ -234,6 +234,60 @@ pub fn plan_windows_layout(req: &WindowsLayoutRequest, seed: &[u8]) -> Result<Gp
     })
 }
 
+/// Plan a disk holding one basic data partition from the first 1 MiB boundary to the last
+/// whole MiB (the layout of a data disk such as the container store's blank.vhdx). Pure.
+pub fn plan_single_data_layout(
+    disk_size: u64,
+    sector_size: u64,
+    seed: &[u8],
+) -> Result<GptLayout, Error> {
+    let ss = sector_size;
+    if ss != 512 && ss != 4096 {
+        return Err(Error::SectorSize(ss));
+    }
+    if !disk_size.is_multiple_of(ss) {
+        return Err(Error::Unaligned {
+            size: disk_size,
+            sector: ss,
+        });
+    }
+    let entry_sectors = (ENTRY_COUNT * ENTRY_SIZE).div_ceil(ss);
+    let total = disk_size / ss;
+    let first_usable = 2 + entry_sectors;
+    let align = ALIGNMENT / ss;
+    let first = align_up(first_usable, align);
+    let needed = first + MIN_WINDOWS_SIZE / ss + 1 + entry_sectors;
+    if total < needed {
+        return Err(Error::TooSmall {
+            size: disk_size,
+            needed: align_up(needed * ss, MIB),
+            what: format!(
+                "{} data partition + GPT structures",
+                Bytes(MIN_WINDOWS_SIZE)
+            ),
+        });
+    }
+    let last_usable = total - entry_sectors - 2;
+    let last = (last_usable + 1) / align * align - 1;
+    Ok(GptLayout {
+        disk_size,
+        sector_size: ss,
+        disk_guid: Guid::derive(seed, "gpt:disk"),
+        first_usable_lba: first_usable,
+        last_usable_lba: last_usable,
+        partitions: vec![PlannedPartition {
+            number: 1,
+            role: Role::Windows,
+            name: "Basic data partition".into(),
+            type_guid: TYPE_BASIC_DATA.parse().expect("constant type GUIDs parse"),
+            part_guid: Guid::derive(seed, "gpt:partition:data"),
+            first_lba: first,
+            last_lba: last,
+            sector_size: ss,
+        }],
+    })
+}
+
 /// Write the protective MBR, both GPT headers and both entry arrays of `layout` to `out`.
 pub fn write_gpt(layout: &GptLayout, out: &mut dyn WriteAt) -> Result<(), Error> {
     let mem = build_gpt(layout)?;

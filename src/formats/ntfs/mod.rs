@@ -37,6 +37,7 @@
 mod index;
 mod meta;
 mod plan;
+pub mod read;
 mod record;
 mod system;
 mod write;

@@ -1,0 +1,87 @@
+//! `ProgramData\Microsoft\Windows\Images\blank.vhdx`: the empty scratch disk the container
+//! host keeps once per store (a dynamic 20 GB VHDX with 1 MB blocks holding one empty NTFS
+//! volume, per the project's domain notes, section 7), made with our VHDX, GPT and NTFS
+//! writers.
+
+use crate::core::block::{MemDisk, ReadAt, WriteAt};
+use crate::core::guid::Guid;
+use crate::formats::gpt::{self, Role};
+use crate::formats::ntfs::{self, NtfsOptions};
+use crate::formats::vhdx::{VhdxOptions, VhdxWriter};
+use crate::tree::{Meta, Tree};
+use std::fs::File;
+use std::io;
+
+/// 20 GB as the Containers module asked for it: PowerShell's `20GB` literal is 20 × 2^30.
+pub const BLANK_SIZE: u64 = 20 << 30;
+/// 1 MB blocks.
+pub const BLANK_BLOCK: u32 = 1 << 20;
+
+/// Write blank.vhdx into `file`. GUIDs and the volume serial derive from `seed`.
+pub fn write_blank_vhdx(file: File, seed: &[u8], time: u64) -> io::Result<()> {
+    let layout = gpt::plan_single_data_layout(BLANK_SIZE, 512, seed)?;
+    let part = layout
+        .partition(Role::Windows)
+        .expect("the single layout has a data partition");
+    let mut opts = VhdxOptions::new(BLANK_SIZE, seed);
+    opts.block_size = BLANK_BLOCK;
+    let mut out: Box<dyn WriteAt> = Box::new(VhdxWriter::create(file, &opts)?);
+    let table: MemDisk = gpt::build_gpt(&layout)?;
+    let first = part.offset();
+    for r in table.data_ranges()?.into_iter().filter(|r| r.start < first) {
+        copy(&table, out.as_mut(), r)?;
+    }
+    let tree = Tree::new(Meta::at(time));
+    let serial = u64::from_le_bytes(
+        Guid::derive(seed, "ntfs:serial").as_bytes()[..8]
+            .try_into()
+            .expect("8 bytes"),
+    );
+    let nopts = NtfsOptions {
+        size: part.size(),
+        sector_size: 512,
+        hidden_sectors: part.first_lba,
+        serial,
+        time,
+        ..NtfsOptions::default()
+    };
+    ntfs::write_volume(&tree, &nopts, out.as_mut(), first)?;
+    for r in table
+        .data_ranges()?
+        .into_iter()
+        .filter(|r| r.start >= first)
+    {
+        copy(&table, out.as_mut(), r)?;
+    }
+    out.finish()
+}
+
+fn copy(src: &MemDisk, out: &mut dyn WriteAt, r: std::ops::Range<u64>) -> io::Result<()> {
+    let mut buf = vec![0u8; (r.end - r.start) as usize];
+    src.read_at(r.start, &mut buf)?;
+    out.write_at(r.start, &buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::vhdx::VhdxReader;
+
+    #[test]
+    fn blank_vhdx_is_deterministic_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.vhdx");
+        let b = dir.path().join("b.vhdx");
+        write_blank_vhdx(File::create(&a).unwrap(), b"seed", 133_000_000_000_000_000).unwrap();
+        write_blank_vhdx(File::create(&b).unwrap(), b"seed", 133_000_000_000_000_000).unwrap();
+        assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
+        let r = VhdxReader::open(File::open(&a).unwrap()).unwrap();
+        assert_eq!(r.info().virtual_size, BLANK_SIZE);
+        assert_eq!(r.info().block_size, BLANK_BLOCK);
+        let parts = gpt::read_partitions(&r).unwrap().unwrap().2;
+        assert_eq!(parts.len(), 1);
+        let mut boot = [0u8; 512];
+        r.read_at(parts[0].offset, &mut boot).unwrap();
+        assert_eq!(&boot[3..11], b"NTFS    ");
+    }
+}
