@@ -1,7 +1,6 @@
 //! `nanoforge inspect IMAGE`
 
 use crate::core::units::Bytes;
-use crate::core::ReadAt;
 use crate::formats::{fat, gpt, ntfs};
 use crate::image::{self, ImageFormat};
 use clap::Args;
