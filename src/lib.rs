@@ -4,5 +4,6 @@
 //! under `formats` reads or writes one on-disk format and could stand alone.
 #![forbid(unsafe_code)]
 
+pub mod codec;
 pub mod core;
 pub mod formats;

@@ -5,3 +5,4 @@ pub mod gpt;
 pub mod raw;
 pub mod vhd;
 pub mod vhdx;
+pub mod wim;
