@@ -17,6 +17,8 @@ pub enum DiskCommand {
   nanoforge disk create --size 10GiB -o nano.vhdx
   nanoforge disk create --size 4GiB --sector-size 4096 --esp-dir ./esp -o nano.vhdx
   nanoforge disk create --size 8G --fixed -o nano.vhd
+  nanoforge disk create --size 10GiB --windows-wim NanoServer.wim:1 --esp-dir ./esp -o nano.vhdx
+  nanoforge disk create --size 20GiB --windows-wim NanoServer.wim:2 --base-image NanoServerBase.wim -o host.vhdx
 
 The container comes from the output's extension (.vhdx, .vhd, .img); --format overrides it.
 GUIDs and the ESP serial derive from --seed, or from the settings and inputs when no seed is
@@ -35,6 +37,20 @@ pub struct CreateArgs {
     /// Folder whose files are copied onto the ESP (subfolders kept).
     #[arg(long)]
     pub esp_dir: Option<PathBuf>,
+    /// Fill the Windows partition with image INDEX of this WIM (FILE:INDEX, INDEX from 1).
+    #[arg(long, value_name = "FILE:INDEX", value_parser = parse_wim_ref)]
+    pub windows_wim: Option<(PathBuf, Option<usize>)>,
+    /// Place a container base image in the image store (FILE or FILE:INDEX; repeatable).
+    /// A WIM with a second image gets it as the utility VM (BaseOs).
+    #[arg(long, value_name = "FILE[:INDEX]", value_parser = parse_wim_ref)]
+    pub base_image: Vec<(PathBuf, Option<usize>)>,
+    /// Keep names that differ only in case in one folder of the applied WIMs (WIMs
+    /// captured from Linux folders have them; Windows reaches only one of each pair).
+    #[arg(long)]
+    pub case_sensitive: bool,
+    /// NTFS cluster size of the Windows partition (512 to 65536, a power of two).
+    #[arg(long, default_value = "4096", value_parser = parse_size)]
+    pub cluster_size: u64,
     /// ESP size.
     #[arg(long, value_parser = parse_size, default_value = "260MiB")]
     pub esp_size: u64,
@@ -62,6 +78,19 @@ pub struct CreateArgs {
     /// Output image (.vhdx, .vhd or .img).
     #[arg(short, long)]
     pub output: PathBuf,
+}
+
+/// `FILE` or `FILE:INDEX` (the last colon splits, so paths may hold colons).
+pub fn parse_wim_ref(s: &str) -> Result<(PathBuf, Option<usize>), String> {
+    if let Some((file, idx)) = s.rsplit_once(':') {
+        if let Ok(i) = idx.parse::<usize>() {
+            if i == 0 {
+                return Err("image indexes start at 1".into());
+            }
+            return Ok((PathBuf::from(file), Some(i)));
+        }
+    }
+    Ok((PathBuf::from(s), None))
 }
 
 fn parse_sector_size(s: &str) -> Result<u64, String> {
@@ -102,6 +131,18 @@ fn create(a: CreateArgs, quiet: bool) -> anyhow::Result<()> {
         esp_size: a.esp_size,
         msr_size: DEFAULT_MSR_SIZE,
         esp_dir: a.esp_dir.clone(),
+        windows_wim: match &a.windows_wim {
+            Some((p, Some(i))) => Some((p.clone(), *i)),
+            Some((p, None)) => bail!(
+                "--windows-wim {}: name the image as FILE:INDEX (e.g. {}:1)",
+                p.display(),
+                p.display()
+            ),
+            None => None,
+        },
+        base_images: a.base_image.clone(),
+        case_sensitive: a.case_sensitive,
+        cluster_size: u32::try_from(a.cluster_size).context("--cluster-size is too large")?,
         seed: a.seed.clone(),
         time: build_epoch()?,
         force: a.force,

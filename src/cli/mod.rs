@@ -4,6 +4,7 @@ pub mod convert;
 pub mod disk;
 pub mod inspect;
 pub mod progress;
+pub mod wim;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +34,9 @@ pub enum Command {
     Convert(convert::ConvertArgs),
     /// Show what a disk image holds: container, partitions, ESP files.
     Inspect(inspect::InspectArgs),
+    /// Read, verify, extract and apply WIM archives.
+    #[command(subcommand)]
+    Wim(wim::WimCommand),
 }
 
 /// Run the parsed command.
@@ -41,6 +45,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Disk(c) => disk::run(c, cli.quiet),
         Command::Convert(a) => convert::run(a, cli.quiet),
         Command::Inspect(a) => inspect::run(a),
+        Command::Wim(c) => wim::run(c, cli.quiet),
     }
 }
 

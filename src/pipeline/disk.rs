@@ -1,15 +1,23 @@
 //! `disk create`: a GPT disk with a FAT32 ESP (optionally filled from a host folder), an
 //! MSR and a Windows partition, in a VHDX, VHD or raw container.
 
+use crate::containers::{self, StoreEntry};
 use crate::core::block::{MemDisk, ReadAt, WriteAt};
 use crate::core::guid::Guid;
 use crate::core::output::PendingOutput;
+use crate::core::time::unix_to_filetime;
+use crate::core::units::Bytes;
 use crate::formats::fat::{self, EspFiles, EspOptions};
-use crate::formats::gpt::{self, GptLayout, Role, WindowsLayoutRequest};
+use crate::formats::gpt::{self, GptLayout, PlannedPartition, Role, WindowsLayoutRequest};
+use crate::formats::ntfs::{self, NtfsOptions};
+use crate::formats::wim::Wim;
 use crate::image::{self, ContainerOptions, ImageFormat};
 use crate::pipeline::seed::{self, SeedBuilder};
+use crate::tree::wim::{self as tree_wim, WimApplyReport};
+use crate::tree::{Meta, Tree};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Largest ESP folder we accept: the boot files of Windows are a few tens of MiB.
 const MAX_ESP_FILE: u64 = 1 << 30;
@@ -25,6 +33,14 @@ pub struct DiskRequest {
     pub esp_size: u64,
     pub msr_size: u64,
     pub esp_dir: Option<PathBuf>,
+    /// WIM image applied to the Windows partition: (file, 1-based index).
+    pub windows_wim: Option<(PathBuf, usize)>,
+    /// Container base images placed in the image store: (file, index of the OS image).
+    pub base_images: Vec<(PathBuf, Option<usize>)>,
+    /// Allow names that differ only in case (see `Tree::set_case_sensitive`).
+    pub case_sensitive: bool,
+    /// NTFS cluster size of the Windows partition.
+    pub cluster_size: u32,
     pub seed: Option<String>,
     pub time: i64,
     pub force: bool,
@@ -39,10 +55,25 @@ pub struct DiskPlan {
     pub layout: GptLayout,
     pub esp_volume_id: String,
     pub esp_files: Vec<(String, u64)>,
+    /// What the Windows partition will hold (absent: left unformatted).
+    pub windows: Option<WindowsVolumePlan>,
     #[serde(skip)]
     esp: EspFiles,
     #[serde(skip)]
+    tree: Option<Tree>,
+    #[serde(skip)]
     seed_bytes: Vec<u8>,
+}
+
+/// The planned Windows volume.
+#[derive(Debug, serde::Serialize)]
+pub struct WindowsVolumePlan {
+    pub wim: Option<WimApplyReport>,
+    pub base_images: Vec<StoreEntry>,
+    pub cluster_size: u32,
+    pub used_bytes: u64,
+    pub mft_records: u64,
+    pub serial: String,
 }
 
 /// Read a host folder into ESP files (sorted, forward-slash paths).
@@ -108,6 +139,7 @@ pub fn plan(req: &DiskRequest) -> io::Result<DiskPlan> {
     for (name, data) in &esp {
         sb.add(name, &sha2_digest(data));
     }
+    let wims = open_wims(req, &mut sb)?;
     let seed_bytes = seed::resolve(req.seed.as_deref(), sb);
     let layout = gpt::plan_windows_layout(
         &WindowsLayoutRequest {
@@ -118,6 +150,43 @@ pub fn plan(req: &DiskRequest) -> io::Result<DiskPlan> {
         },
         &seed_bytes,
     )?;
+    let win = layout
+        .partition(Role::Windows)
+        .expect("the Windows layout has a Windows partition");
+    let (windows, tree) = if req.windows_wim.is_some() || !req.base_images.is_empty() {
+        let filetime = unix_to_filetime(req.time);
+        let mut tree = Tree::new(Meta::at(filetime));
+        tree.set_case_sensitive(req.case_sensitive);
+        let wim_report = match (&req.windows_wim, &wims.windows) {
+            (Some((path, index)), Some(w)) => Some(
+                tree_wim::add_image(&mut tree, Tree::ROOT, w, *index)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
+            ),
+            _ => None,
+        };
+        let store = containers::add_base_images(&mut tree, &wims.bases, filetime, &seed_bytes)?;
+        let nopts = ntfs_options(&seed_bytes, win, req, filetime);
+        let check = ntfs::check_volume(&tree, &nopts).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the Windows partition ({}) cannot hold the image: {e}; give a larger --size",
+                    Bytes(win.size())
+                ),
+            )
+        })?;
+        let plan = WindowsVolumePlan {
+            wim: wim_report,
+            base_images: store,
+            cluster_size: nopts.cluster_size,
+            used_bytes: check.used_clusters * nopts.cluster_size as u64,
+            mft_records: check.mft_records,
+            serial: format!("{:016X}", nopts.serial),
+        };
+        (Some(plan), Some(tree))
+    } else {
+        (None, None)
+    };
     Ok(DiskPlan {
         output: req.output.clone(),
         format: req.format,
@@ -128,9 +197,97 @@ pub fn plan(req: &DiskRequest) -> io::Result<DiskPlan> {
             .map(|(k, v)| (k.clone(), v.len() as u64))
             .collect(),
         layout,
+        windows,
         esp,
+        tree,
         seed_bytes,
     })
+}
+
+/// The WIMs a disk request names, opened once.
+struct OpenedWims {
+    windows: Option<Arc<Wim>>,
+    bases: Vec<(PathBuf, Arc<Wim>, usize)>,
+}
+
+/// Open every WIM and add what identifies it to the default seed: size, GUID and the
+/// image XML, so a changed input changes every GUID without hashing gigabytes.
+fn open_wims(req: &DiskRequest, sb: &mut SeedBuilder) -> io::Result<OpenedWims> {
+    let open = |p: &Path| -> io::Result<Arc<Wim>> {
+        Wim::open(p).map(Arc::new).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", p.display()))
+        })
+    };
+    let id = |sb: &mut SeedBuilder, label: &str, w: &Wim, index: usize| {
+        sb.add(label, &w.header().guid)
+            .add("size", &w.file_size().to_le_bytes())
+            .add("index", &(index as u64).to_le_bytes())
+            .add(
+                "images",
+                serde_json::to_string(w.images())
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
+    };
+    let windows = match &req.windows_wim {
+        Some((p, index)) => {
+            let w = open(p)?;
+            if *index == 0 || *index > w.image_count() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{}: no image {index}; the file holds images 1 to {}",
+                        p.display(),
+                        w.image_count()
+                    ),
+                ));
+            }
+            id(sb, "windows-wim", &w, *index);
+            Some(w)
+        }
+        None => None,
+    };
+    let mut bases = Vec::new();
+    for (p, index) in &req.base_images {
+        let w = open(p)?;
+        let index = index.unwrap_or(1);
+        if index == 0 || index > w.image_count() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: no image {index}; the file holds images 1 to {}",
+                    p.display(),
+                    w.image_count()
+                ),
+            ));
+        }
+        id(sb, "base-image", &w, index);
+        bases.push((p.clone(), w, index));
+    }
+    Ok(OpenedWims { windows, bases })
+}
+
+fn ntfs_options(
+    seed: &[u8],
+    win: &PlannedPartition,
+    req: &DiskRequest,
+    filetime: u64,
+) -> NtfsOptions {
+    let serial = u64::from_le_bytes(
+        Guid::derive(seed, "ntfs:serial").as_bytes()[..8]
+            .try_into()
+            .expect("8 bytes"),
+    );
+    NtfsOptions {
+        size: win.size(),
+        cluster_size: req.cluster_size,
+        sector_size: req.sector_size as u32,
+        hidden_sectors: win.first_lba,
+        serial,
+        label: String::new(),
+        time: filetime,
+        ..NtfsOptions::default()
+    }
 }
 
 fn sha2_digest(data: &[u8]) -> Vec<u8> {
@@ -179,6 +336,14 @@ pub fn write(plan: &DiskPlan, req: &DiskRequest) -> io::Result<()> {
     let first = esp_part.offset();
     copy_ranges(&gpt_mem, out.as_mut(), |r| r.start < first)?;
     fat::place(&esp, out.as_mut(), first)?;
+    if let Some(tree) = &plan.tree {
+        let win = plan
+            .layout
+            .partition(Role::Windows)
+            .expect("the Windows layout has a Windows partition");
+        let nopts = ntfs_options(&plan.seed_bytes, win, req, unix_to_filetime(req.time));
+        ntfs::write_volume(tree, &nopts, out.as_mut(), win.offset())?;
+    }
     copy_ranges(&gpt_mem, out.as_mut(), |r| r.start >= first)?;
     out.finish()?;
     pending.commit()

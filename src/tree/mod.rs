@@ -12,6 +12,7 @@
 pub mod content;
 pub mod host;
 pub mod upcase;
+pub mod wim;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

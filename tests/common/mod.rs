@@ -4,6 +4,8 @@
 //! oracles with `cargo xtask deps`.
 #![allow(dead_code)]
 
+pub mod boot;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
