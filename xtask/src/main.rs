@@ -42,8 +42,12 @@ tasks:
           a 10 GiB VHDX in demo-out/ with a populated ESP, then inspect it
   test    cargo fmt --check, cargo clippy -D warnings, then every test (CI=true makes a
           missing tool a failure)
-  bench   benchmarks against the peer tools, same input, same run; prints ratios
-          (options: --quick for smaller inputs)
+  bench [vhdx|wim|apply]... [--quick]
+          benchmarks against the peer tools, same input, same run; prints ratios.
+          vhdx: raw → VHDX against qemu-img convert; wim: wim verify against wimlib-imagex
+          verify (LZX and LZMS solid); apply: WIM → VHDX against mkntfs + wimlib-imagex
+          apply + qemu-img convert. The bench WIMs are captured from /usr once and kept in
+          bench-out/. --quick uses smaller inputs.
 ";
 
 fn main() -> Result<()> {
