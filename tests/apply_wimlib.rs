@@ -548,6 +548,74 @@ fn windows_wim_and_base_image_boot_and_land_in_the_store() {
 }
 
 #[test]
+fn two_base_images_share_one_store_and_duplicates_are_refused() {
+    let t = tempdir();
+    let os_vol = volume(t.path(), "os.ntfs", &rich_tree("two-bases"));
+    let os_wim = t.path().join("os.wim");
+    capture_with_acls(&os_vol, &os_wim);
+    let with_uvm = base_wim(t.path());
+    // A second base image without a utility VM, with another version.
+    let plain = t.path().join("plain.wim");
+    capture_with_acls(
+        &volume(t.path(), "plain.ntfs", &rich_tree("second-base")),
+        &plain,
+    );
+    run_ok(
+        tool("wimlib-imagex")
+            .arg("info")
+            .arg(&plain)
+            .arg("1")
+            .args([
+                "--image-property",
+                "NAME=WindowsServerCore",
+                "--image-property",
+                "WINDOWS/VERSION/MAJOR=10",
+                "--image-property",
+                "WINDOWS/VERSION/MINOR=0",
+                "--image-property",
+                "WINDOWS/VERSION/BUILD=14300",
+                "--image-property",
+                "WINDOWS/EDITIONID=ServerDatacenterCore",
+            ]),
+    );
+    let img = t.path().join("two.img");
+    let mut c = nanoforge();
+    c.args(["disk", "create", "--size", "1GiB", "--windows-wim"])
+        .arg(format!("{}:1", os_wim.display()));
+    c.arg("--base-image")
+        .arg(&with_uvm)
+        .arg("--base-image")
+        .arg(&plain)
+        .arg("-o")
+        .arg(&img);
+    run_ok(&mut c);
+    let text = run_ok(nanoforge().arg("inspect").arg(&img));
+    assert!(
+        text.contains("CN=Microsoft_NanoServer_10.0.10586.8"),
+        "{text}"
+    );
+    assert!(
+        text.contains("CN=Microsoft_WindowsServerCore_10.0.14300.0"),
+        "{text}"
+    );
+    // The same image twice gives the same store name: refused before anything is written.
+    let dup = t.path().join("dup.img");
+    let o = run(nanoforge()
+        .args(["disk", "create", "--size", "1GiB", "--base-image"])
+        .arg(&plain)
+        .arg("--base-image")
+        .arg(&plain)
+        .arg("-o")
+        .arg(&dup));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("store name") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(!dup.exists());
+}
+
+#[test]
 fn a_disk_without_base_images_has_no_store() {
     let t = tempdir();
     let os_vol = volume(t.path(), "os.ntfs", &rich_tree("no-store"));

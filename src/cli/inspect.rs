@@ -31,6 +31,8 @@ struct Report {
     esp_files: Vec<fat::FatEntry>,
     /// NTFS volumes found in basic data partitions, by partition number.
     ntfs: Vec<(u32, ntfs::read::NtfsSummary)>,
+    /// Container base images in the image store of those volumes.
+    base_images: Vec<crate::containers::StoredImage>,
 }
 
 pub fn run(a: InspectArgs) -> anyhow::Result<()> {
@@ -50,6 +52,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     };
     let data_type: crate::core::Guid = gpt::TYPE_BASIC_DATA.parse().expect("constant parses");
     let mut volumes = Vec::new();
+    let mut store = Vec::new();
     for p in partitions.iter().filter(|p| p.type_guid == data_type) {
         let mut oem = [0u8; 8];
         img.disk.read_at(p.offset + 3, &mut oem)?;
@@ -63,6 +66,17 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
                 )
             })?;
             volumes.push((p.number, s));
+            store.extend(
+                crate::containers::read_store(img.disk.as_ref(), p.offset, p.size).map_err(
+                    |e| {
+                        anyhow::anyhow!(
+                            "{}: image store on partition {}: {e}",
+                            a.image.display(),
+                            p.number
+                        )
+                    },
+                )?,
+            );
         }
     }
     let r = Report {
@@ -72,6 +86,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         partitions,
         esp_files,
         ntfs: volumes,
+        base_images: store,
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -126,6 +141,20 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
             v.label.as_ref().map(|l| format!(", label {l}")).unwrap_or_default());
         for (name, dir) in &v.top_level {
             println!("  {name}{}", if *dir { "\\" } else { "" });
+        }
+    }
+    if !r.base_images.is_empty() {
+        println!("base images  (C:\\{})", crate::containers::store::STORE_DIR);
+        for i in &r.base_images {
+            println!(
+                "  {}  {} {}  {}  {} files{}",
+                i.folder,
+                i.name,
+                i.version,
+                Bytes(i.size),
+                i.files,
+                if i.utility_vm { ", utility VM" } else { "" }
+            );
         }
     }
     if !r.esp_files.is_empty() {

@@ -179,3 +179,55 @@ pub fn add_base_images(
     }
     Ok(out)
 }
+
+/// An image found in a volume's store (from its metadata.json), for `inspect`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredImage {
+    pub folder: String,
+    pub name: String,
+    pub version: String,
+    pub size: u64,
+    pub files: u64,
+    pub utility_vm: bool,
+}
+
+/// Largest metadata.json we read: it is a one-line object of a few hundred bytes.
+const MAX_METADATA: u64 = 64 << 10;
+
+/// List the store of the NTFS volume at `offset` of `disk` (empty when it has none).
+pub fn read_store(
+    disk: &dyn crate::core::ReadAt,
+    offset: u64,
+    len: u64,
+) -> io::Result<Vec<StoredImage>> {
+    let mut v = crate::formats::ntfs::read::VolumeReader::open(disk, offset, len)?;
+    let Some(store) = v.lookup(STORE_DIR)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (folder, is_dir, _) in v.list(store)? {
+        if !is_dir || !folder.starts_with("CN=") {
+            continue;
+        }
+        let base = format!("{STORE_DIR}\\{folder}");
+        let Some(meta) = v.lookup(&format!("{base}\\metadata.json"))? else {
+            continue; // an install that never completed
+        };
+        let text = v.read(meta, MAX_METADATA)?;
+        let j: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| invalid(format!("{base}\\metadata.json is not JSON: {e}")))?;
+        let files = match v.lookup(&format!("{base}\\Files"))? {
+            Some(r) => v.count_files(r)?,
+            None => 0,
+        };
+        out.push(StoredImage {
+            folder,
+            name: j["Name"].as_str().unwrap_or_default().to_string(),
+            version: j["Version"].as_str().unwrap_or_default().to_string(),
+            size: j["Size"].as_u64().unwrap_or(0),
+            files,
+            utility_vm: v.lookup(&format!("{base}\\BaseOs"))?.is_some(),
+        });
+    }
+    Ok(out)
+}

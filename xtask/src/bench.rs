@@ -168,7 +168,10 @@ fn raw_to_vhdx(dir: &Path, nf: &Path, quick: bool) -> Result<Row> {
 /// Host folders captured into the bench WIMs: (source, path in the image). Together they
 /// hold well over 1.5 GB and 40,000 files on a Debian machine with a Rust toolchain; the
 /// small set is about half of that.
-const BENCH_SOURCES: &[(&str, &str)] = &[("/usr/share", "/share"), ("/usr/lib/x86_64-linux-gnu", "/lib")];
+const BENCH_SOURCES: &[(&str, &str)] = &[
+    ("/usr/share", "/share"),
+    ("/usr/lib/x86_64-linux-gnu", "/lib"),
+];
 const SMALL_SOURCES: &[(&str, &str)] = &[("/usr/share", "/share")];
 
 /// Capture `sources` with wimlib (once; kept in bench-out/ for later runs).
@@ -209,19 +212,47 @@ fn wim_verify(nf: &Path, wim: &Path, label: &str) -> Result<Row> {
         peer.push(measure(&["wimlib-imagex", "verify", w])?.secs);
     }
     let size = fs::metadata(wim)?.len();
-    Ok(Row { name: format!("wim verify, {label}"), ours: median(ours), peer: median(peer), ours_size: size, peer_size: size, ours_rss: rss })
+    Ok(Row {
+        name: format!("wim verify, {label}"),
+        ours: median(ours),
+        peer: median(peer),
+        ours_size: size,
+        peer_size: size,
+        ours_rss: rss,
+    })
 }
 
 /// WIM → bootable-layout VHDX (ours) against mkntfs + wimlib-imagex apply + qemu-img
 /// convert (the peer pipeline), same WIM.
 fn wim_to_vhdx(dir: &Path, nf: &Path, wim: &Path, label: &str) -> Result<Row> {
     let w = wim.to_str().expect("UTF-8 path");
-    let (ours_out, vol, peer_out) = (dir.join("ours-apply.vhdx"), dir.join("peer.ntfs"), dir.join("peer-apply.vhdx"));
+    let (ours_out, vol, peer_out) = (
+        dir.join("ours-apply.vhdx"),
+        dir.join("peer.ntfs"),
+        dir.join("peer-apply.vhdx"),
+    );
     let disk = "8GiB";
     // The peer's volume: the size our Windows partition gets on the same disk.
-    let plan = Command::new(nf).args(["disk", "create", "--size", disk, "--dry-run", "--json", "-o"]).arg(&ours_out).output()?;
+    let plan = Command::new(nf)
+        .args([
+            "disk",
+            "create",
+            "--size",
+            disk,
+            "--dry-run",
+            "--json",
+            "-o",
+        ])
+        .arg(&ours_out)
+        .output()?;
     let v: serde_json::Value = serde_json::from_slice(&plan.stdout)?;
-    let part = v["layout"]["partitions"][2]["last_lba"].as_u64().unwrap_or(0) + 1 - v["layout"]["partitions"][2]["first_lba"].as_u64().unwrap_or(0);
+    let part = v["layout"]["partitions"][2]["last_lba"]
+        .as_u64()
+        .unwrap_or(0)
+        + 1
+        - v["layout"]["partitions"][2]["first_lba"]
+            .as_u64()
+            .unwrap_or(0);
     let vol_size = part * 512;
     let (mut ours, mut peer, mut rss) = (Vec::new(), Vec::new(), 0);
     for _ in 0..ROUNDS {
@@ -229,7 +260,16 @@ fn wim_to_vhdx(dir: &Path, nf: &Path, wim: &Path, label: &str) -> Result<Row> {
             let _ = fs::remove_file(p);
         }
         let m = measure(&[
-            nf.to_str().unwrap(), "disk", "create", "-q", "--size", disk, "--case-sensitive", "--windows-wim", &format!("{w}:1"), "-o",
+            nf.to_str().unwrap(),
+            "disk",
+            "create",
+            "-q",
+            "--size",
+            disk,
+            "--case-sensitive",
+            "--windows-wim",
+            &format!("{w}:1"),
+            "-o",
             ours_out.to_str().unwrap(),
         ])?;
         ours.push(m.secs);
@@ -239,7 +279,14 @@ fn wim_to_vhdx(dir: &Path, nf: &Path, wim: &Path, label: &str) -> Result<Row> {
         for cmd in [
             vec!["mkntfs", "-F", "-Q", "-q", vol.to_str().unwrap()],
             vec!["wimlib-imagex", "apply", w, "1", vol.to_str().unwrap()],
-            vec!["qemu-img", "convert", "-O", "vhdx", vol.to_str().unwrap(), peer_out.to_str().unwrap()],
+            vec![
+                "qemu-img",
+                "convert",
+                "-O",
+                "vhdx",
+                vol.to_str().unwrap(),
+                peer_out.to_str().unwrap(),
+            ],
         ] {
             let o = Command::new(cmd[0]).args(&cmd[1..]).output()?;
             if !o.status.success() {
@@ -261,16 +308,33 @@ fn wim_to_vhdx(dir: &Path, nf: &Path, wim: &Path, label: &str) -> Result<Row> {
 }
 
 fn wim_label(wim: &Path) -> Result<String> {
-    let o = Command::new("wimlib-imagex").arg("info").arg(wim).arg("1").output()?;
+    let o = Command::new("wimlib-imagex")
+        .arg("info")
+        .arg(wim)
+        .arg("1")
+        .output()?;
     let text = String::from_utf8_lossy(&o.stdout);
-    let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string()).unwrap_or_default();
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
     let bytes: u64 = get("Total Bytes:").parse().unwrap_or(0);
-    Ok(format!("{} files, {} MB uncompressed", get("File Count:"), bytes / 1_000_000))
+    Ok(format!(
+        "{} files, {} MB uncompressed",
+        get("File Count:"),
+        bytes / 1_000_000
+    ))
 }
 
 pub fn run(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
-    let only: Vec<&str> = args.iter().filter(|a| !a.starts_with("--")).map(String::as_str).collect();
+    let only: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .map(String::as_str)
+        .collect();
     let want = |name: &str| only.is_empty() || only.contains(&name);
     let nf = fs::canonicalize(nanoforge_bin()?)?;
     let dir = PathBuf::from("bench-out");
@@ -281,11 +345,29 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if want("wim") || want("apply") {
         let sources = if quick { SMALL_SOURCES } else { BENCH_SOURCES };
-        let lzx = bench_wim(&dir, if quick { "small-lzx.wim" } else { "usr-lzx.wim" }, sources, &["--compress=lzx"])?;
+        let lzx = bench_wim(
+            &dir,
+            if quick {
+                "small-lzx.wim"
+            } else {
+                "usr-lzx.wim"
+            },
+            sources,
+            &["--compress=lzx"],
+        )?;
         let label = wim_label(&lzx)?;
         if want("wim") {
             rows.push(wim_verify(&nf, &lzx, &format!("LZX, {label}"))?);
-            let lzms = bench_wim(&dir, if quick { "small-lzms-solid.wim" } else { "usr-lzms-solid.wim" }, sources, &["--solid"])?;
+            let lzms = bench_wim(
+                &dir,
+                if quick {
+                    "small-lzms-solid.wim"
+                } else {
+                    "usr-lzms-solid.wim"
+                },
+                sources,
+                &["--solid"],
+            )?;
             rows.push(wim_verify(&nf, &lzms, &format!("LZMS solid, {label}"))?);
         }
         if want("apply") {

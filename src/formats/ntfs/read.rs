@@ -130,3 +130,110 @@ pub fn summary(disk: &dyn ReadAt, offset: u64, len: u64) -> io::Result<NtfsSumma
         top_level: top,
     })
 }
+
+/// An open volume for looking up paths and reading files (for `inspect`).
+pub struct VolumeReader<'a> {
+    fs: ntfs::Ntfs,
+    f: io::BufReader<Cursor<'a>>,
+}
+
+/// $Root's file record number.
+const ROOT_RECORD: u64 = 5;
+
+impl<'a> VolumeReader<'a> {
+    pub fn open(disk: &'a dyn ReadAt, offset: u64, len: u64) -> io::Result<VolumeReader<'a>> {
+        let mut f = io::BufReader::with_capacity(
+            64 << 10,
+            Cursor {
+                disk,
+                start: offset,
+                len,
+                pos: 0,
+            },
+        );
+        let mut fs = ntfs::Ntfs::new(&mut f).map_err(err)?;
+        fs.read_upcase_table(&mut f).map_err(err)?;
+        Ok(VolumeReader { fs, f })
+    }
+
+    /// File record number of a path ('/' or '\\' separated), if it exists.
+    pub fn lookup(&mut self, path: &str) -> io::Result<Option<u64>> {
+        let mut rec = ROOT_RECORD;
+        for part in path.split(['/', '\\']).filter(|p| !p.is_empty()) {
+            let dir = self.fs.file(&mut self.f, rec).map_err(err)?;
+            if !dir.is_directory() {
+                return Ok(None);
+            }
+            let index = dir.directory_index(&mut self.f).map_err(err)?;
+            let mut finder = index.finder();
+            match ntfs::indexes::NtfsFileNameIndex::find(&mut finder, &self.fs, &mut self.f, part) {
+                Some(e) => rec = e.map_err(err)?.file_reference().file_record_number(),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(rec))
+    }
+
+    /// Entries of a directory record: (name, is a directory, record), DOS names left out.
+    pub fn list(&mut self, rec: u64) -> io::Result<Vec<(String, bool, u64)>> {
+        let dir = self.fs.file(&mut self.f, rec).map_err(err)?;
+        let index = dir.directory_index(&mut self.f).map_err(err)?;
+        let mut it = index.entries();
+        let mut out = Vec::new();
+        while let Some(e) = it.next(&mut self.f) {
+            let e = e.map_err(err)?;
+            let Some(key) = e.key() else { continue };
+            let key = key.map_err(err)?;
+            if key.namespace() == ntfs::structured_values::NtfsFileNamespace::Dos {
+                continue;
+            }
+            out.push((
+                key.name().to_string_lossy(),
+                key.is_directory(),
+                e.file_reference().file_record_number(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The unnamed data of a file record, up to `limit` bytes.
+    pub fn read(&mut self, rec: u64, limit: u64) -> io::Result<Vec<u8>> {
+        let file = self.fs.file(&mut self.f, rec).map_err(err)?;
+        let item = file
+            .data(&mut self.f, "")
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("record {rec} has no data"),
+                )
+            })?
+            .map_err(err)?;
+        let attr = item.to_attribute().map_err(err)?;
+        let mut out = Vec::new();
+        attr.value(&mut self.f)
+            .map_err(err)?
+            .attach(&mut self.f)
+            .take(limit)
+            .read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    /// Files (not directories) below a directory record, counted recursively.
+    pub fn count_files(&mut self, rec: u64) -> io::Result<u64> {
+        let mut n = 0;
+        let mut stack = vec![rec];
+        while let Some(d) = stack.pop() {
+            for (name, is_dir, r) in self.list(d)? {
+                if name == "." {
+                    continue;
+                }
+                if is_dir {
+                    stack.push(r);
+                } else {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+}
