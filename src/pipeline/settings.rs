@@ -252,7 +252,7 @@ impl Secret {
 
 fn decode_secret_bytes(bytes: Vec<u8>) -> Option<String> {
     if let Some(rest) = bytes.strip_prefix(&[0xFF, 0xFE]) {
-        if rest.len() % 2 != 0 {
+        if !rest.len().is_multiple_of(2) {
             return None;
         }
         let units: Vec<u16> = rest
@@ -622,7 +622,7 @@ fn normalise_blob(blob: &Secret) -> Result<Secret> {
             ),
         });
     }
-    if s.0.is_empty() || s.0.len() % 4 != 0 {
+    if s.0.is_empty() || !s.0.len().is_multiple_of(4) {
         return Err(Error::Secret {
             what,
             detail: format!(
