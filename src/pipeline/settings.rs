@@ -19,7 +19,9 @@
 //! - `Windows\Panther\Unattend.xml` rendered from `templates/files/unattend.xml`, or the
 //!   user's own unattend file copied verbatim.
 //! - `Windows\Setup\Scripts\SetupComplete.cmd` rendered from
-//!   `templates/files/SetupComplete.cmd`: ASCII, CRLF line endings.
+//!   `templates/files/SetupComplete.cmd`: ASCII, CRLF line endings. The script calls itself
+//!   again with stdout and stderr appended to the log, so every step (all parts of a user's
+//!   compound command too) is logged; each step is one command line.
 //!
 //! The offline domain join blob goes to the specialize pass
 //! (`Identification/Provisioning/AccountData`), not to `OfflineIdentification`: that element
@@ -934,7 +936,7 @@ fn render_setup_complete(steps: &[Step]) -> Result<Vec<u8>> {
         &env,
         "SetupComplete.cmd",
         SETUP_COMPLETE_TEMPLATE,
-        minijinja::context! { steps => steps },
+        minijinja::context! { steps => steps, log => SETUP_COMPLETE_LOG },
     )?;
     debug_assert!(
         text.is_ascii(),
