@@ -416,6 +416,57 @@ fn unattend_xml_is_well_formed_and_holds_the_encoded_password() {
     assert!(!text.contains("Pa$$w0rd"), "the password is in clear text");
 }
 
+/// An answer file with only the password: well-formed, no specialize pass; an existing
+/// Unattend.xml is replaced and new folders take the Windows folder's security descriptor.
+#[test]
+fn password_only_unattend_replaces_the_images_file() {
+    let dir = common::tempdir();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, PASSWORD).unwrap();
+    let mut tree = windows_tree();
+    let sd = tree
+        .add_security(&nanoforge::formats::regf::default_security_descriptor())
+        .unwrap();
+    let win = tree.lookup("Windows").unwrap();
+    let meta = Meta {
+        security: Some(sd),
+        ..Meta::at(TS)
+    };
+    tree.set_meta(win, meta.clone()).unwrap();
+    let panther = tree.add_dir(win, "Panther", meta.clone()).unwrap();
+    tree.add_file(
+        panther,
+        "unattend.xml",
+        meta,
+        nanoforge::tree::Content::bytes(b"old".to_vec()),
+    )
+    .unwrap();
+    let mut s = Settings {
+        admin_password: Some(SecretSource::File(pw)),
+        remote_management: true,
+        timestamp: TS,
+        ..Settings::default()
+    };
+    s.load_secrets().unwrap();
+    let mut sys = Hive::new_empty("SYSTEM", TS);
+    let mut soft = Hive::new_empty("SOFTWARE", TS);
+    let (sys0, soft0) = (sys.clone(), soft.clone());
+    let r = apply(&s, &mut tree, &mut sys, &mut soft).unwrap();
+    assert_eq!(sys, sys0, "no SYSTEM edits without a computer name");
+    assert_eq!(soft, soft0, "no SOFTWARE edits without development mode");
+    assert!(r.registry.is_empty() && !r.test_signing);
+    assert!(r.files[0].contains("replaced"), "{:?}", r.files);
+    let xml = file_bytes(&tree, UNATTEND_PATH);
+    let f = python_unattend_fields(&xml);
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert_eq!(f["PasswordValue"], expected_password_value(PASSWORD));
+    assert!(!String::from_utf8(xml).unwrap().contains("specialize"));
+    let scripts = tree.lookup("Windows\\Setup\\Scripts").unwrap();
+    assert_eq!(tree.node(scripts).meta.security, Some(sd));
+    let cmd = tree.lookup(SETUP_COMPLETE_PATH).unwrap();
+    assert_eq!(tree.node(cmd).meta.security, Some(sd));
+}
+
 /// A user's answer file is copied byte for byte; settings it would silently drop are refused.
 #[test]
 fn user_unattend_file_is_copied_verbatim() {

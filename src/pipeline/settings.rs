@@ -663,7 +663,10 @@ fn set(
     report: &mut SettingsReport,
 ) -> Result<()> {
     let name = value.name.clone();
-    hive.create_key(key, ts)?.set_value(value)?;
+    let k = hive.create_key(key, ts)?;
+    k.set_value(value)?;
+    // Windows stamps a key's last write time whenever one of its values changes.
+    k.last_written = ts;
     report
         .registry
         .push(format!("{hive_name}\\{key}!{name} = {shown}"));
