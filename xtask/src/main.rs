@@ -5,6 +5,7 @@
 //! same run and prints ratios.
 
 mod bench;
+mod fuzz;
 
 use anyhow::{bail, Context, Result};
 use std::process::Command;
@@ -42,6 +43,9 @@ tasks:
           a 10 GiB VHDX in demo-out/ with a populated ESP, then inspect it
   test    cargo fmt --check, cargo clippy -D warnings, then every test (CI=true makes a
           missing tool a failure)
+  fuzz [--seconds N]
+          time-boxed mutation loop (default 60 s) over WIM and disk image readers through
+          the binary; panics, signals and hangs are findings, saved in bench-out/fuzz/
   bench [vhdx|wim|apply]... [--quick]
           benchmarks against the peer tools, same input, same run; prints ratios.
           vhdx: raw → VHDX against qemu-img convert; wim: wim verify against wimlib-imagex
@@ -57,6 +61,7 @@ fn main() -> Result<()> {
         Some("test") => test(),
         Some("demo") => demo(),
         Some("bench") => bench::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("-h") | Some("--help") | Some("help") | None => {
             print!("{HELP}");
             Ok(())
