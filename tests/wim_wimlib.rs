@@ -476,3 +476,148 @@ fn streaming_blob_reader_checks_hashes() {
     let src = fixtures().dir.join("src/big.bin");
     assert_eq!(data, std::fs::read(src).unwrap());
 }
+
+/// Timing against `wimlib-imagex verify` on WIMs named in `NANOFORGE_WIM_BENCH`
+/// (colon-separated). Run explicitly in release mode:
+/// `NANOFORGE_WIM_BENCH=a.wim:b.wim cargo test --release --test wim_wimlib -- --ignored bench`.
+/// Fails if our verification takes more than 0.6 of wimlib's time on any file.
+#[test]
+#[ignore = "benchmark: needs large WIMs named in NANOFORGE_WIM_BENCH and a release build"]
+fn bench_verify_against_wimlib() {
+    let files = std::env::var("NANOFORGE_WIM_BENCH").expect("set NANOFORGE_WIM_BENCH to WIM paths");
+    let mut worst: f64 = 0.0;
+    for f in files.split(':').filter(|s| !s.is_empty()) {
+        let path = Path::new(f);
+        // Warm the page cache so both sides read from memory.
+        std::fs::read(path).unwrap();
+        let t = std::time::Instant::now();
+        let out = run(tool("wimlib-imagex").arg("verify").arg(path));
+        let theirs = t.elapsed().as_secs_f64();
+        assert!(out.status.success(), "wimlib verify failed on {f}");
+        let t = std::time::Instant::now();
+        let rep = Wim::open(path).unwrap().verify().unwrap();
+        let ours = t.elapsed().as_secs_f64();
+        let ratio = ours / theirs;
+        println!(
+            "{f}: wimlib {theirs:.2}s, ours {ours:.2}s, ratio {ratio:.2} ({} blobs, {} bytes)",
+            rep.blobs, rep.bytes
+        );
+        worst = worst.max(ratio);
+    }
+    assert!(worst <= 0.6, "slowest ratio {worst:.2} exceeds 0.6");
+}
+
+#[path = "hostile/wim/cases.rs"]
+mod hostile;
+
+/// Small WIMs of a tree made for the hostile cases, one per capture option.
+fn hostile_fixture(opts: &[&str]) -> Vec<u8> {
+    static TREE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, src) = TREE.get_or_init(|| {
+        let t = common::tempdir();
+        let src = t.path().join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::write(src.join("ab"), b"first file").unwrap();
+        std::fs::write(src.join("cd"), b"second file").unwrap();
+        std::fs::write(src.join("marker.txt"), MARKER).unwrap();
+        std::fs::write(src.join("sub/x.txt"), text(3000, 2)).unwrap();
+        let mut big = text(200_000, 4);
+        big.extend(scrambled(100_000, 4));
+        std::fs::write(src.join("big.bin"), big).unwrap();
+        (t, src)
+    });
+    let out = src
+        .parent()
+        .unwrap()
+        .join(format!("h{}.wim", opts.join("").replace(['-', '='], "")));
+    if !out.exists() {
+        run_ok(
+            tool("wimlib-imagex")
+                .arg("capture")
+                .arg(src)
+                .arg(&out)
+                .args(opts),
+        );
+    }
+    std::fs::read(&out).unwrap()
+}
+
+/// Open, list, read and verify a WIM held in memory; the first error.
+fn exercise(bytes: &[u8], dir: &Path, name: &str) -> Result<(), Error> {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    let wim = Wim::open(&p)?;
+    for i in 1..=wim.image_count() {
+        wim.image(i)?;
+        wim.dir_lines(i, true)?;
+    }
+    wim.verify()?;
+    Ok(())
+}
+
+#[test]
+fn hostile_catalogue_gives_clear_errors() {
+    let none = hostile_fixture(&["--compress=none"]);
+    let lzx = hostile_fixture(&["--compress=lzx"]);
+    let dir = common::tempdir();
+    exercise(&none, dir.path(), "pristine-none").unwrap();
+    exercise(&lzx, dir.path(), "pristine-lzx").unwrap();
+    for case in hostile::cases(&none, &lzx) {
+        let r = std::panic::catch_unwind(|| exercise(&case.bytes, dir.path(), case.name));
+        let r = r.unwrap_or_else(|_| panic!("{} panicked", case.name));
+        let e = r.expect_err(case.name).to_string();
+        assert!(
+            e.contains(case.expect),
+            "{}: error {e:?} lacks {:?}",
+            case.name,
+            case.expect
+        );
+        assert!(
+            !e.contains('\n'),
+            "{}: error is not one line: {e}",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn replay_mutated_fixtures_never_panic() {
+    let dir = common::tempdir();
+    let fixtures = [
+        hostile_fixture(&["--compress=none"]),
+        hostile_fixture(&["--compress=xpress"]),
+        hostile_fixture(&["--compress=lzx"]),
+        hostile_fixture(&["--compress=lzms"]),
+        hostile_fixture(&["--solid"]),
+    ];
+    let mut errors = 0;
+    for (f, base) in fixtures.iter().enumerate() {
+        for k in 0..60u64 {
+            let mut b = base.clone();
+            // Half the positions in the header and tables at either end, half anywhere.
+            let x = k
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(f as u64 * 40_503);
+            let len = b.len() as u64;
+            let pos = match k % 3 {
+                0 => (x % 208) as usize,
+                1 => (len - 1 - x % len.min(4096)) as usize,
+                _ => (x % len) as usize,
+            };
+            let n = b.len();
+            match k % 4 {
+                0 => b[pos] ^= (x >> 8) as u8 | 1,
+                1 => b[pos..(pos + 4).min(n)].fill(0xFF),
+                2 => b[pos..(pos + 8).min(n)].fill(0),
+                _ => b.truncate(pos),
+            }
+            let name = format!("m{f}-{k}");
+            match std::panic::catch_unwind(|| exercise(&b, dir.path(), &name)) {
+                Ok(Err(_)) => errors += 1,
+                Ok(Ok(())) => {}
+                Err(_) => panic!("mutation {k} of fixture {f} (position {pos}) panicked"),
+            }
+        }
+    }
+    assert!(errors > 0, "no mutation was detected at all");
+}

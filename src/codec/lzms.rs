@@ -218,6 +218,9 @@ struct AdaptiveCode {
     until_rebuild: u32,
     period: u32,
     scratch: Vec<u64>,
+    node_freq: Vec<u64>,
+    node_parent: Vec<usize>,
+    depth: Vec<u32>,
 }
 
 impl AdaptiveCode {
@@ -229,6 +232,9 @@ impl AdaptiveCode {
             until_rebuild: period,
             period,
             scratch: Vec::with_capacity(max_syms),
+            node_freq: Vec::with_capacity(max_syms),
+            node_parent: Vec::with_capacity(max_syms),
+            depth: Vec::with_capacity(max_syms),
         }
     }
 
@@ -263,8 +269,12 @@ impl AdaptiveCode {
         );
         a.sort_unstable();
         // Internal nodes: frequency and parent index.
-        let mut node_freq = vec![0u64; n - 1];
-        let mut node_parent = vec![0usize; n - 1];
+        let node_freq = &mut self.node_freq;
+        node_freq.clear();
+        node_freq.resize(n - 1, 0);
+        let node_parent = &mut self.node_parent;
+        node_parent.clear();
+        node_parent.resize(n - 1, 0);
         let (mut i, mut b, mut e) = (0usize, 0usize, 0usize);
         while e < n - 1 {
             let mut pick = |node_freq: &[u64], node_parent: &mut [usize]| -> u64 {
@@ -277,15 +287,17 @@ impl AdaptiveCode {
                     node_freq[b - 1]
                 }
             };
-            let f1 = pick(&node_freq, &mut node_parent);
-            let f2 = pick(&node_freq, &mut node_parent);
+            let f1 = pick(node_freq, node_parent);
+            let f2 = pick(node_freq, node_parent);
             node_freq[e] = f1 + f2;
             e += 1;
         }
         // Length counts from internal node depths (root = node n-2 at depth 0).
         let mut counts = [0u32; MAX_CODEWORD_LEN as usize + 2];
         counts[1] = 2;
-        let mut depth = vec![0u32; n - 1];
+        let depth = &mut self.depth;
+        depth.clear();
+        depth.resize(n - 1, 0);
         for node in (0..n - 2).rev() {
             let d = depth[node_parent[node]] + 1;
             depth[node] = d;
@@ -355,7 +367,10 @@ pub struct LzmsDecoder {
     length: AdaptiveCode,
     delta_offset: AdaptiveCode,
     delta_power: AdaptiveCode,
-    last_target_usages: Vec<i64>,
+    /// Last position each 16-bit target was used, stamped with `generation` so the table
+    /// never needs clearing between chunks.
+    last_target_usages: Vec<(u32, i64)>,
+    generation: u32,
 }
 
 impl LzmsDecoder {
@@ -381,7 +396,8 @@ impl LzmsDecoder {
             length: AdaptiveCode::new(NUM_LENGTH_SYMS, 10, LENGTH_REBUILD),
             delta_offset: AdaptiveCode::new(MAX_OFFSET_SYMS, 10, DELTA_OFFSET_REBUILD),
             delta_power: AdaptiveCode::new(NUM_DELTA_POWER_SYMS, 8, DELTA_POWER_REBUILD),
-            last_target_usages: vec![0; 65536],
+            last_target_usages: vec![(0, 0); 65536],
+            generation: 0,
         })
     }
 
@@ -558,7 +574,12 @@ impl Decompress for LzmsDecoder {
                 delta_pending_at = op;
             }
         }
-        x86_filter_undo(out, &mut self.last_target_usages);
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.last_target_usages.fill((0, 0));
+            self.generation = 1;
+        }
+        x86_filter_undo(out, &mut self.last_target_usages, self.generation);
         Ok(())
     }
 }
@@ -571,17 +592,36 @@ impl LzmsDecoder {
     }
 }
 
+/// First bytes of the instructions the x86 filter translates.
+const IS_OPCODE: [bool; 256] = {
+    let mut t = [false; 256];
+    t[0x48] = true;
+    t[0x4C] = true;
+    t[0xE8] = true;
+    t[0xE9] = true;
+    t[0xF0] = true;
+    t[0xFF] = true;
+    t
+};
+
 /// Undo the x86 address translation (F 8.3, "x86 filter").
-fn x86_filter_undo(data: &mut [u8], last_target_usages: &mut [i64]) {
+fn x86_filter_undo(data: &mut [u8], last_target_usages: &mut [(u32, i64)], generation: u32) {
     let size = data.len();
     if size <= 17 {
         return;
     }
-    last_target_usages.fill(-X86_ID_WINDOW - 1);
     let tail = size - 16;
     let mut last_x86_pos: i64 = -X86_MAX_TRANSLATION_OFFSET - 1;
     let mut i = 1usize;
     while i < tail {
+        // Skip bytes that cannot start a translated instruction.
+        match data[i..tail]
+            .iter()
+            .position(|b| IS_OPCODE[usize::from(*b)])
+        {
+            Some(k) => i += k,
+            None => break,
+        }
         let b = data[i];
         let (opcode_len, max_off) = match b {
             0x48 if data[i + 1] == 0x8B && (data[i + 2] == 0x05 || data[i + 2] == 0x0D) => {
@@ -611,10 +651,11 @@ fn x86_filter_undo(data: &mut [u8], last_target_usages: &mut [i64]) {
             (i as u32).wrapping_add(u32::from(u16::from_le_bytes([data[o], data[o + 1]]))) as u16;
         i += opcode_len + 3;
         let t = usize::from(target16);
-        if i as i64 - last_target_usages[t] <= X86_ID_WINDOW {
+        let (g, last) = last_target_usages[t];
+        if g == generation && i as i64 - last <= X86_ID_WINDOW {
             last_x86_pos = i as i64;
         }
-        last_target_usages[t] = i as i64;
+        last_target_usages[t] = (generation, i as i64);
         i += 1;
     }
 }

@@ -642,8 +642,12 @@ impl Wim {
             .collect()
     }
 
+    /// Chunks per batch: about `BATCH_BYTES`, but at least one per worker thread so large
+    /// solid chunks still decode in parallel.
     fn batch_count(&self, src: &ChunkSource, first: u64, end_chunk: u64) -> u64 {
-        (BATCH_BYTES / src.chunk_size).max(1).min(end_chunk - first)
+        (BATCH_BYTES / src.chunk_size)
+            .max(rayon::current_num_threads() as u64)
+            .min(end_chunk - first)
     }
 
     /// Stream the bytes `[start, end)` of a resource to `f` in order.
