@@ -477,36 +477,6 @@ fn streaming_blob_reader_checks_hashes() {
     assert_eq!(data, std::fs::read(src).unwrap());
 }
 
-/// Timing against `wimlib-imagex verify` on WIMs named in `NANOFORGE_WIM_BENCH`
-/// (colon-separated). Run explicitly in release mode:
-/// `NANOFORGE_WIM_BENCH=a.wim:b.wim cargo test --release --test wim_wimlib -- --ignored bench`.
-/// Fails if our verification takes more than 0.6 of wimlib's time on any file.
-#[test]
-#[ignore = "benchmark: needs large WIMs named in NANOFORGE_WIM_BENCH and a release build"]
-fn bench_verify_against_wimlib() {
-    let files = std::env::var("NANOFORGE_WIM_BENCH").expect("set NANOFORGE_WIM_BENCH to WIM paths");
-    let mut worst: f64 = 0.0;
-    for f in files.split(':').filter(|s| !s.is_empty()) {
-        let path = Path::new(f);
-        // Warm the page cache so both sides read from memory.
-        std::fs::read(path).unwrap();
-        let t = std::time::Instant::now();
-        let out = run(tool("wimlib-imagex").arg("verify").arg(path));
-        let theirs = t.elapsed().as_secs_f64();
-        assert!(out.status.success(), "wimlib verify failed on {f}");
-        let t = std::time::Instant::now();
-        let rep = Wim::open(path).unwrap().verify().unwrap();
-        let ours = t.elapsed().as_secs_f64();
-        let ratio = ours / theirs;
-        println!(
-            "{f}: wimlib {theirs:.2}s, ours {ours:.2}s, ratio {ratio:.2} ({} blobs, {} bytes)",
-            rep.blobs, rep.bytes
-        );
-        worst = worst.max(ratio);
-    }
-    assert!(worst <= 0.6, "slowest ratio {worst:.2} exceeds 0.6");
-}
-
 #[path = "hostile/wim/cases.rs"]
 mod hostile;
 

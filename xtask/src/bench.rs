@@ -422,10 +422,20 @@ pub fn run(args: &[String]) -> Result<()> {
             rows.push(wim_verify(&nf, &lzms, &format!("LZMS solid, {label}"))?);
         }
         if want("apply") {
-            let small = bench_wim(&dir, "apply-small-lzx.wim", SMALL_SOURCES, &["--compress=lzx"])?;
+            let small = bench_wim(
+                &dir,
+                "apply-small-lzx.wim",
+                SMALL_SOURCES,
+                &["--compress=lzx"],
+            )?;
             rows.push(wim_to_vhdx(&dir, &nf, &small, &wim_label(&small)?)?);
             if !quick {
-                let large = bench_wim(&dir, "apply-usr-lzx.wim", BENCH_SOURCES, &["--compress=lzx"])?;
+                let large = bench_wim(
+                    &dir,
+                    "apply-usr-lzx.wim",
+                    BENCH_SOURCES,
+                    &["--compress=lzx"],
+                )?;
                 rows.push(wim_to_vhdx(&dir, &nf, &large, &wim_label(&large)?)?);
             }
         }
