@@ -1,7 +1,7 @@
 //! `nanoforge inspect IMAGE`
 
 use crate::core::units::Bytes;
-use crate::formats::{fat, gpt};
+use crate::formats::{bcd, fat, gpt};
 use crate::image::{self, ImageFormat};
 use clap::Args;
 use std::path::PathBuf;
@@ -29,7 +29,12 @@ struct Report {
     sector_size: Option<u64>,
     partitions: Vec<gpt::PartitionInfo>,
     esp_files: Vec<fat::FatEntry>,
+    /// The ESP's BCD store as `bcd show` prints it.
+    bcd: Option<String>,
 }
+
+/// Where bcdboot puts the system store on the ESP.
+const BCD_ON_ESP: &str = "EFI/Microsoft/Boot/BCD";
 
 pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     let img = image::open(&a.image, a.from)?;
@@ -46,12 +51,26 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         })?,
         None => Vec::new(),
     };
+    // The boot store, printed like `nanoforge bcd show` when the ESP has one.
+    let bcd = match partitions.iter().find(|p| p.type_guid == esp_type) {
+        Some(p) if esp_files.iter().any(|e| e.path == BCD_ON_ESP) => {
+            let bytes = fat::read_file(img.disk.as_ref(), p.offset, p.size, BCD_ON_ESP)
+                .map_err(|e| anyhow::anyhow!("{}: ESP {BCD_ON_ESP}: {e}", a.image.display()))?;
+            Some(
+                bcd::Store::parse(&bytes)
+                    .map_err(|e| anyhow::anyhow!("{}: ESP {BCD_ON_ESP}: {e}", a.image.display()))?
+                    .render(),
+            )
+        }
+        _ => None,
+    };
     let r = Report {
         container: img.info,
         disk_guid,
         sector_size,
         partitions,
         esp_files,
+        bcd,
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -109,6 +128,10 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
                 println!("  {}  ({} bytes)", e.path, e.size);
             }
         }
+    }
+    if let Some(b) = &r.bcd {
+        println!("BCD store {BCD_ON_ESP}");
+        print!("{b}");
     }
     Ok(())
 }

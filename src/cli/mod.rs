@@ -1,9 +1,11 @@
 //! Command-line interface: argument parsing and the commands' front ends.
 
+pub mod bcd;
 pub mod convert;
 pub mod disk;
 pub mod inspect;
 pub mod progress;
+pub mod reg;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +35,12 @@ pub enum Command {
     Convert(convert::ConvertArgs),
     /// Show what a disk image holds: container, partitions, ESP files.
     Inspect(inspect::InspectArgs),
+    /// Read and edit registry hives through .reg text.
+    #[command(subcommand)]
+    Reg(reg::RegCommand),
+    /// Show Boot Configuration Data stores.
+    #[command(subcommand)]
+    Bcd(bcd::BcdCommand),
 }
 
 /// Run the parsed command.
@@ -41,6 +49,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Disk(c) => disk::run(c, cli.quiet),
         Command::Convert(a) => convert::run(a, cli.quiet),
         Command::Inspect(a) => inspect::run(a),
+        Command::Reg(c) => reg::run(c, cli.quiet),
+        Command::Bcd(c) => bcd::run(c),
     }
 }
 
