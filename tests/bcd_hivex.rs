@@ -803,3 +803,66 @@ fn boot_files_boot_under_ovmf() {
         "{shown}"
     );
 }
+
+/// A store built from a template keeps the template's global objects and frame, drops
+/// what bcdboot does not carry over (firmware entries, old loaders), and points the boot
+/// manager and memdiag at the new ESP. The real system store stands in for BCD-Template.
+#[test]
+fn store_from_a_template_per_hivex() {
+    let t = common::tempdir();
+    let real = common::read(&fixture("BCD"));
+    let mut o = options(b"bcd-template");
+    o.template = Some(real.clone());
+    let bytes = bcd::build(&o).unwrap();
+    assert_eq!(
+        bytes,
+        bcd::build(&o).unwrap(),
+        "a store built twice differs"
+    );
+    let store = write(t.path(), "BCD", &bytes);
+    let ours = blocks(&hivex_export(&store, "\\"));
+    let theirs = blocks(&hivex_export(&fixture("BCD"), "\\"));
+    let loader = o.loader_guid().braced();
+    let objects: Vec<&str> = ours
+        .keys()
+        .filter_map(|k| k.strip_prefix("Objects\\"))
+        .filter(|k| !k.contains('\\'))
+        .collect();
+    let mut want = vec![
+        "{0ce4991b-e6b3-4b16-b23c-5e0d9250e5d9}",
+        "{1afa9c49-16ab-4a5c-901b-212802da9460}",
+        "{4636856e-540f-4170-a130-a84776f4c654}",
+        "{5189b25c-5558-4bf2-bca4-289b11bd29e2}",
+        "{6efb52bf-1766-41db-a6b3-0ee5eff72bd7}",
+        "{7ea2e1ac-2e61-4728-aaa3-896d9d0a9f0e}",
+        "{7ff607e0-4395-11db-b0de-0800200c9a66}",
+        BOOTMGR,
+        "{b2721d73-1db4-4c62-bf78-c548a880142d}",
+        &loader,
+    ];
+    want.sort();
+    assert_eq!(objects, want);
+    // Global objects are carried over byte for byte.
+    for (k, v) in &theirs {
+        if k.starts_with("Objects\\{7ff607e0") || k.starts_with("Objects\\{7ea2e1ac") {
+            assert_eq!(ours.get(k), Some(v), "{k}");
+        }
+    }
+    assert_eq!(
+        ours["Description"]["\"GuidCache\""],
+        theirs["Description"]["\"GuidCache\""]
+    );
+    let (_, dev) = element(&ours, "{b2721d73-1db4-4c62-bf78-c548a880142d}", "11000001");
+    check_gpt_device(&dev, DISK, ESP_PART, "{memdiag} device");
+    let (_, dev) = element(&ours, BOOTMGR, "11000001");
+    check_gpt_device(&dev, DISK, ESP_PART, "{bootmgr} device");
+    assert_eq!(
+        element(&ours, BOOTMGR, "24000010"),
+        multi_sz(&["{b2721d73-1db4-4c62-bf78-c548a880142d}"])
+    );
+    assert_eq!(element(&ours, BOOTMGR, "24000001"), multi_sz(&[&loader]));
+    assert!(
+        !ours.contains_key(&format!("Objects\\{BOOTMGR}\\Elements\\23000006")),
+        "resumeobject points at an object that was not carried over"
+    );
+}

@@ -354,6 +354,24 @@ pub fn build_hive(opts: &BuildOptions) -> Result<Hive> {
         String(SYSTEMROOT.into()),
         ts,
     )?;
+    if template.is_none() {
+        // What BCD-Template's UEFI loader template carries and the real ESP store's
+        // loader holds (facts-bcd.md §5.2/§5.3).
+        put(
+            &mut hive,
+            &loader,
+            element::ISOLATEDCONTEXT,
+            Boolean(true),
+            ts,
+        )?;
+        put(
+            &mut hive,
+            &loader,
+            element::ALLOWEDINMEMORYSETTINGS,
+            IntegerList(vec![0x1500_0075]),
+            ts,
+        )?;
+    }
     put(&mut hive, &loader, element::OSLOADER_NX, Integer(0), ts)?;
     put(
         &mut hive,
@@ -548,5 +566,37 @@ pub fn build_hive(opts: &BuildOptions) -> Result<Hive> {
     if opts.test_signing {
         put(&mut hive, &loader, element::TESTSIGNING, Boolean(true), ts)?;
     }
+    drop_dangling_references(&mut hive, ts)?;
     Ok(hive)
+}
+
+/// Template objects may point at objects bcdboot does not carry over (the template's
+/// setup entries, an old store's resume object): drop those references, and elements
+/// left with an empty list, so every reference in the store resolves.
+fn drop_dangling_references(hive: &mut Hive, ts: u64) -> Result<()> {
+    let store = Store::from_hive(hive)?;
+    for (g, o) in &store.objects {
+        for (id, v) in &o.elements {
+            let key = format!("Objects\\{}\\Elements\\{id:08x}", g.braced());
+            match v {
+                ElementValue::Object(r) if !store.objects.contains_key(r) => {
+                    hive.delete_key(&key)?;
+                }
+                ElementValue::ObjectList(l) if l.iter().any(|r| !store.objects.contains_key(r)) => {
+                    let kept: Vec<Guid> = l
+                        .iter()
+                        .filter(|r| store.objects.contains_key(r))
+                        .copied()
+                        .collect();
+                    if kept.is_empty() {
+                        hive.delete_key(&key)?;
+                    } else {
+                        set_element(hive, g, *id, &ElementValue::ObjectList(kept), ts)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
