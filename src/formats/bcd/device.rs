@@ -93,8 +93,22 @@ fn parse_descriptor(d: &[u8]) -> Option<Device> {
 }
 
 impl Device {
-    /// Decode element bytes; `None` when they are too short for their own header.
+    /// Decode element bytes; `None` when they are too short for their own header. A
+    /// device is typed only when writing it back gives the same bytes (so fields this
+    /// model does not name are never lost); otherwise it stays [`Device::Other`].
     pub fn parse(b: &[u8]) -> Option<Device> {
+        let d = Device::parse_typed(b)?;
+        if matches!(d, Device::Other { .. }) || d.to_bytes() == b {
+            return Some(d);
+        }
+        Some(Device::Other {
+            options: guid_at(b, 0)?,
+            device_type: le32(b, 0x10)?,
+            data: b.to_vec(),
+        })
+    }
+
+    fn parse_typed(b: &[u8]) -> Option<Device> {
         let options = guid_at(b, 0)?;
         let device_type = le32(b, 0x10)?;
         let other = || Device::Other {

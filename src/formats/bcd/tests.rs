@@ -79,6 +79,32 @@ fn damaged_devices_never_panic() {
     let mut b = good.clone();
     b[0x34] = 7;
     assert!(matches!(Device::parse(&b), Some(Device::Other { .. })));
+    // A non-zero reserved byte: not a plain partition any more, kept byte for byte.
+    let mut b = good.clone();
+    b[0x50] = 1;
+    assert_eq!(
+        Device::parse(&b).map(|d| d.to_bytes()),
+        Some(b.clone()),
+        "kept as stored"
+    );
+    assert!(matches!(Device::parse(&b), Some(Device::Other { .. })));
+    // Every single-byte change of a ramdisk device parses without panicking and writes
+    // back the bytes it came from.
+    let ram = Device::Ramdisk {
+        options: GUID_RAMDISKOPTIONS,
+        partition: Box::new(Device::Boot),
+        path: "\\x.wim".into(),
+    }
+    .to_bytes();
+    for i in 0..ram.len() {
+        for v in [0u8, 1, 0x7f, 0xff] {
+            let mut m = ram.clone();
+            m[i] = v;
+            if let Some(d) = Device::parse(&m) {
+                assert_eq!(d.to_bytes(), m, "byte {i} = {v}");
+            }
+        }
+    }
     // Ramdisk header with a truncated nested descriptor.
     let mut r = vec![0u8; 0x60];
     r[0x20] = 3;
