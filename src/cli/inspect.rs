@@ -31,6 +31,8 @@ struct Report {
     esp_files: Vec<fat::FatEntry>,
     /// The ESP's BCD store as `bcd show` prints it.
     bcd: Option<String>,
+    /// Why the ESP's BCD store could not be read.
+    bcd_error: Option<String>,
 }
 
 /// Where bcdboot puts the system store on the ESP.
@@ -51,19 +53,20 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         })?,
         None => Vec::new(),
     };
-    // The boot store, printed like `nanoforge bcd show` when the ESP has one.
-    let bcd = match partitions.iter().find(|p| p.type_guid == esp_type) {
-        Some(p) if esp_files.iter().any(|e| e.path == BCD_ON_ESP) => {
-            let bytes = fat::read_file(img.disk.as_ref(), p.offset, p.size, BCD_ON_ESP)
-                .map_err(|e| anyhow::anyhow!("{}: ESP {BCD_ON_ESP}: {e}", a.image.display()))?;
-            Some(
-                bcd::Store::parse(&bytes)
-                    .map_err(|e| anyhow::anyhow!("{}: ESP {BCD_ON_ESP}: {e}", a.image.display()))?
-                    .render(),
-            )
+    // The boot store, printed like `nanoforge bcd show` when the ESP has one. A store
+    // that does not decode is reported, not fatal: the rest of the image is still shown.
+    let (mut bcd, mut bcd_error) = (None, None);
+    if let Some(p) = partitions.iter().find(|p| p.type_guid == esp_type) {
+        if esp_files.iter().any(|e| e.path == BCD_ON_ESP) {
+            let store = fat::read_file(img.disk.as_ref(), p.offset, p.size, BCD_ON_ESP)
+                .map_err(|e| e.to_string())
+                .and_then(|b| bcd::Store::parse(&b).map_err(|e| e.to_string()));
+            match store {
+                Ok(s) => bcd = Some(s.render()),
+                Err(e) => bcd_error = Some(e),
+            }
         }
-        _ => None,
-    };
+    }
     let r = Report {
         container: img.info,
         disk_guid,
@@ -71,6 +74,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         partitions,
         esp_files,
         bcd,
+        bcd_error,
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -132,6 +136,9 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     if let Some(b) = &r.bcd {
         println!("BCD store {BCD_ON_ESP}");
         print!("{b}");
+    }
+    if let Some(e) = &r.bcd_error {
+        println!("BCD store {BCD_ON_ESP} cannot be read: {e}");
     }
     Ok(())
 }
