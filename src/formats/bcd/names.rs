@@ -33,6 +33,8 @@ pub(crate) fn object_title(g: &Guid, t: u32) -> String {
         (GUID_BADMEMORY, _) => "RAM Defects",
         (GUID_GLOBALSETTINGS, _) => "Global Settings",
         (GUID_HYPERVISORSETTINGS, _) => "Hypervisor Settings",
+        (GUID_BOOTLOADERSETTINGS, _) => "Boot Loader Settings",
+        (GUID_RESUMELOADERSETTINGS, _) => "Resume Loader Settings",
         (GUID_RAMDISKOPTIONS, _) => "Ramdisk Options",
         (_, object_type::FWBOOTMGR) => "Firmware Boot Manager",
         (_, object_type::BOOTMGR) => "Windows Boot Manager",
