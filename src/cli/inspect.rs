@@ -1,7 +1,7 @@
 //! `nanoforge inspect IMAGE`
 
 use crate::core::units::Bytes;
-use crate::formats::{fat, gpt, ntfs};
+use crate::formats::{bcd, fat, gpt, ntfs};
 use crate::image::{self, ImageFormat};
 use clap::Args;
 use std::path::PathBuf;
@@ -33,7 +33,14 @@ struct Report {
     ntfs: Vec<(u32, ntfs::read::NtfsSummary)>,
     /// Container base images in the image store of those volumes.
     base_images: Vec<crate::containers::StoredImage>,
+    /// The ESP's BCD store as `bcd show` prints it.
+    bcd: Option<String>,
+    /// Why the ESP's BCD store could not be read.
+    bcd_error: Option<String>,
 }
+
+/// Where bcdboot puts the system store on the ESP.
+const BCD_ON_ESP: &str = "EFI/Microsoft/Boot/BCD";
 
 pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     let img = image::open(&a.image, a.from)?;
@@ -79,6 +86,20 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
             );
         }
     }
+    // The boot store, printed like `nanoforge bcd show` when the ESP has one. A store
+    // that does not decode is reported, not fatal: the rest of the image is still shown.
+    let (mut bcd, mut bcd_error) = (None, None);
+    if let Some(p) = partitions.iter().find(|p| p.type_guid == esp_type) {
+        if esp_files.iter().any(|e| e.path == BCD_ON_ESP) {
+            let decoded = fat::read_file(img.disk.as_ref(), p.offset, p.size, BCD_ON_ESP)
+                .map_err(|e| e.to_string())
+                .and_then(|b| bcd::Store::parse(&b).map_err(|e| e.to_string()));
+            match decoded {
+                Ok(s) => bcd = Some(s.render()),
+                Err(e) => bcd_error = Some(e),
+            }
+        }
+    }
     let r = Report {
         container: img.info,
         disk_guid,
@@ -87,6 +108,8 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         esp_files,
         ntfs: volumes,
         base_images: store,
+        bcd,
+        bcd_error,
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -166,6 +189,13 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
                 println!("  {}  ({} bytes)", e.path, e.size);
             }
         }
+    }
+    if let Some(b) = &r.bcd {
+        println!("BCD store {BCD_ON_ESP}");
+        print!("{b}");
+    }
+    if let Some(e) = &r.bcd_error {
+        println!("BCD store {BCD_ON_ESP} cannot be read: {e}");
     }
     Ok(())
 }

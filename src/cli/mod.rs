@@ -1,9 +1,11 @@
 //! Command-line interface: argument parsing and the commands' front ends.
 
+pub mod bcd;
 pub mod convert;
 pub mod disk;
 pub mod inspect;
 pub mod progress;
+pub mod reg;
 pub mod wim;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +39,12 @@ pub enum Command {
     /// Read, verify, extract and apply WIM archives.
     #[command(subcommand)]
     Wim(wim::WimCommand),
+    /// Read and edit registry hives through .reg text.
+    #[command(subcommand)]
+    Reg(reg::RegCommand),
+    /// Show Boot Configuration Data stores.
+    #[command(subcommand)]
+    Bcd(bcd::BcdCommand),
 }
 
 /// Run the parsed command.
@@ -46,6 +54,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Convert(a) => convert::run(a, cli.quiet),
         Command::Inspect(a) => inspect::run(a),
         Command::Wim(c) => wim::run(c, cli.quiet),
+        Command::Reg(c) => reg::run(c, cli.quiet),
+        Command::Bcd(c) => bcd::run(c),
     }
 }
 

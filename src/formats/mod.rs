@@ -1,5 +1,6 @@
 //! One module per on-disk format.
 
+pub mod bcd;
 pub mod fat;
 pub mod gpt;
 pub mod ntfs;
