@@ -350,8 +350,8 @@ fn wim_to_vhdx(dir: &Path, nf: &Path, wim: &Path, label: &str) -> Result<Row> {
         name: format!("WIM → VHDX, {label}"),
         ours: median(ours),
         peer: median(peer),
-        ours_size: fs::metadata(&ours_out)?.len(),
-        peer_size: fs::metadata(&peer_out)?.len(),
+        ours_size: allocated(&ours_out)?,
+        peer_size: allocated(&peer_out)?,
         ours_rss: rss,
     };
     let _ = fs::remove_file(&vol);
