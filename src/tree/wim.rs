@@ -42,57 +42,69 @@ impl ContentSource for WimSource {
                 .read_to_end(&mut buf)?;
             return Ok(Box::new(io::Cursor::new(buf)));
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(PIPE_DEPTH);
-        let wim = self.wim.clone();
-        std::thread::spawn(move || {
-            let mut r = match wim.open_blob(&hash) {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = tx.send(Err(e.into()));
-                    return;
-                }
-            };
-            loop {
-                let mut piece = vec![0u8; PIPE_PIECE];
-                let mut n = 0;
-                while n < PIPE_PIECE {
-                    match r.read(&mut piece[n..]) {
-                        Ok(0) => break,
-                        Ok(k) => n += k,
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                            return;
-                        }
-                    }
-                }
-                piece.truncate(n);
-                if n == 0 || tx.send(Ok(piece)).is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Box::new(PipeReader {
-            rx,
-            cur: io::Cursor::new(Vec::new()),
-        }))
+        // Nothing is decoded until the writer reaches this file: readers opened ahead hold
+        // no buffers, so memory does not grow with how many large files are in flight.
+        Ok(Box::new(PipeReader::Idle(self.wim.clone(), hash)))
     }
 }
 
-/// The reading end of a blob pipe.
-struct PipeReader {
-    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
-    cur: io::Cursor<Vec<u8>>,
+/// The reading end of a blob pipe: idle until first read, then fed by a decoding thread.
+enum PipeReader {
+    Idle(Arc<Wim>, wim::Sha1),
+    Running {
+        rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+        cur: io::Cursor<Vec<u8>>,
+    },
+}
+
+fn start_pipe(wim: Arc<Wim>, hash: wim::Sha1) -> std::sync::mpsc::Receiver<io::Result<Vec<u8>>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(PIPE_DEPTH);
+    std::thread::spawn(move || {
+        let mut r = match wim.open_blob(&hash) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(Err(e.into()));
+                return;
+            }
+        };
+        loop {
+            let mut piece = vec![0u8; PIPE_PIECE];
+            let mut n = 0;
+            while n < PIPE_PIECE {
+                match r.read(&mut piece[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+            piece.truncate(n);
+            if n == 0 || tx.send(Ok(piece)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 impl Read for PipeReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let PipeReader::Idle(wim, hash) = self {
+            let rx = start_pipe(wim.clone(), *hash);
+            *self = PipeReader::Running { rx, cur: io::Cursor::new(Vec::new()) };
+        }
+        let PipeReader::Running { rx, cur } = self else {
+            unreachable!("started above")
+        };
         loop {
-            let n = self.cur.read(buf)?;
+            let n = cur.read(buf)?;
             if n > 0 || buf.is_empty() {
                 return Ok(n);
             }
-            match self.rx.recv() {
-                Ok(piece) => self.cur = io::Cursor::new(piece?),
+            match rx.recv() {
+                Ok(piece) => *cur = io::Cursor::new(piece?),
                 Err(_) => return Ok(0),
             }
         }
