@@ -4,9 +4,11 @@
 //! SetupComplete.cmd. Secrets must never show in the report, Debug output or errors.
 mod common;
 
+use common::hives::real_hives_dir;
+
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 
 use nanoforge::formats::regf::{Hive, Value};
@@ -23,24 +25,6 @@ const BLOB: &str = "b2ZmbGluZSBkb21haW4gam9pbiB0ZXN0IGJsb2IsIG5vdCBhIHJlYWwgb25l
 
 // ---------------------------------------------------------------------------------------
 // Fixtures (the real-hives folder, found as tests/regf_hivex.rs finds it)
-
-fn real_hives_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("NANOFORGE_REAL_HIVES") {
-        return PathBuf::from(d);
-    }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for dir in manifest.ancestors() {
-        for cand in [
-            dir.join("fixtures/real-hives"),
-            dir.join("shared/fixtures/real-hives"),
-        ] {
-            if cand.join("BCD.xz").is_file() {
-                return cand;
-            }
-        }
-    }
-    panic!("real-hives fixtures not found; set NANOFORGE_REAL_HIVES to the folder holding BCD.xz");
-}
 
 /// Decompressed bytes of a real hive.
 fn real_hive(name: &str) -> Vec<u8> {

@@ -93,7 +93,10 @@ impl Read for PipeReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if let PipeReader::Idle(wim, hash) = self {
             let rx = start_pipe(wim.clone(), *hash);
-            *self = PipeReader::Running { rx, cur: io::Cursor::new(Vec::new()) };
+            *self = PipeReader::Running {
+                rx,
+                cur: io::Cursor::new(Vec::new()),
+            };
         }
         let PipeReader::Running { rx, cur } = self else {
             unreachable!("started above")

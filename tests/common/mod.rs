@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod boot;
+pub mod hives;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
