@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod codec;
 pub mod containers;
 pub mod core;
 pub mod formats;

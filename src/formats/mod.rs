@@ -7,3 +7,4 @@ pub mod raw;
 pub mod regf;
 pub mod vhd;
 pub mod vhdx;
+pub mod wim;

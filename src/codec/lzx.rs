@@ -1,0 +1,465 @@
+//! LZX as used in WIM resources: the block format of [MS-PATCH] 2.3 (verbatim, aligned
+//! offset and uncompressed blocks), 2.4 (pretree-coded codeword lengths), 2.5/2.6 (matches,
+//! repeated offsets R0–R2) and the E8 call translation of 2.2.2, restricted as WIM uses it
+//! (docs/facts-wim.md 8.2): no stream header, every chunk an independent stream with a window
+//! equal to the chunk size (2^15 for Microsoft, up to 2^21), block size coded as one "default
+//! size" bit or 16 (+8 for windows of 2^16 and more) bits, E8 translation always on with the
+//! fixed file size 12000000 and positions relative to the chunk.
+
+use super::huffman::HuffTable;
+use super::{lz_copy, CodecError, Decompress, WordBits};
+
+const CODEC: &str = "LZX";
+const NUM_CHARS: usize = 256;
+const NUM_LEN_HEADERS: u32 = 8;
+const NUM_PRIMARY_LENS: u32 = 7;
+const MIN_MATCH: u32 = 2;
+const LEN_SYMBOLS: usize = 249;
+const PRE_SYMBOLS: usize = 20;
+const ALIGNED_SYMBOLS: usize = 8;
+const MAX_MAIN_SYMBOLS: usize = NUM_CHARS + 50 * 8;
+/// Maximum codeword lengths ([MS-PATCH] 2.4: main/length 16, pretree 15 (4-bit lengths),
+/// aligned 7 (3-bit lengths)).
+const MAIN_MAX_LEN: u32 = 16;
+const PRE_MAX_LEN: u32 = 15;
+const ALIGNED_MAX_LEN: u32 = 7;
+const DEFAULT_BLOCK_SIZE: usize = 32768;
+/// The E8 translation size WIM always uses (facts-wim.md 8.2).
+const E8_FILE_SIZE: i32 = 12_000_000;
+/// Smallest and largest window (= chunk) orders: 2^15 per MS, 2^21 as wimlib extension.
+const MIN_WINDOW_ORDER: u32 = 15;
+const MAX_WINDOW_ORDER: u32 = 21;
+/// Runs in the pretree-coded lengths may overshoot the end of their pass by at most
+/// 20+31-1 entries; the scratch array has that much slack.
+const READ_LENS_OVERRUN: usize = 50;
+
+/// LZX chunk decoder for one window (chunk) size.
+pub struct LzxDecoder {
+    window_order: u32,
+    num_main_syms: usize,
+    max_chunk: usize,
+    main_lens: Vec<u8>,
+    len_lens: Vec<u8>,
+    aligned_lens: [u8; ALIGNED_SYMBOLS],
+    pre_lens: [u8; PRE_SYMBOLS],
+    main: HuffTable,
+    length: HuffTable,
+    aligned: HuffTable,
+    pre: HuffTable,
+    extra_bits: [u32; 50],
+    slot_base: [u32; 50],
+}
+
+fn num_offset_slots(order: u32) -> usize {
+    match order {
+        15 => 30,
+        16 => 32,
+        17 => 34,
+        18 => 36,
+        19 => 38,
+        20 => 42,
+        _ => 50,
+    }
+}
+
+impl LzxDecoder {
+    /// A decoder for chunks up to `max_chunk` bytes (a power of two in 2^15..2^21 when
+    /// coming from a WIM; other sizes round up to the next window order).
+    pub fn new(max_chunk: usize) -> Result<Self, CodecError> {
+        let mut order = MIN_WINDOW_ORDER;
+        while (1usize << order) < max_chunk {
+            order += 1;
+        }
+        if order > MAX_WINDOW_ORDER {
+            return Err(CodecError::TooLarge {
+                codec: CODEC,
+                len: max_chunk,
+                max: 1 << MAX_WINDOW_ORDER,
+            });
+        }
+        let num_main_syms = NUM_CHARS + num_offset_slots(order) * NUM_LEN_HEADERS as usize;
+        let mut extra_bits = [0u32; 50];
+        let mut slot_base = [0u32; 50];
+        let mut base = 0u32;
+        for s in 0..50 {
+            let e = if s < 4 { 0 } else { (s as u32 / 2 - 1).min(17) };
+            extra_bits[s] = e;
+            slot_base[s] = base;
+            base += 1 << e;
+        }
+        Ok(LzxDecoder {
+            window_order: order,
+            num_main_syms,
+            max_chunk: 1 << order,
+            main_lens: vec![0; MAX_MAIN_SYMBOLS + READ_LENS_OVERRUN],
+            len_lens: vec![0; LEN_SYMBOLS + READ_LENS_OVERRUN],
+            aligned_lens: [0; ALIGNED_SYMBOLS],
+            pre_lens: [0; PRE_SYMBOLS],
+            main: HuffTable::new(11, MAIN_MAX_LEN),
+            length: HuffTable::new(10, MAIN_MAX_LEN),
+            aligned: HuffTable::new(7, ALIGNED_MAX_LEN),
+            pre: HuffTable::new(6, PRE_MAX_LEN),
+            extra_bits,
+            slot_base,
+        })
+    }
+}
+
+fn bad_code(e: super::huffman::BuildError) -> CodecError {
+    CodecError::BadHuffmanCode {
+        codec: CODEC,
+        what: e.describe(),
+    }
+}
+
+#[inline(always)]
+fn decode(t: &HuffTable, r: &mut WordBits) -> Result<u32, CodecError> {
+    r.refill();
+    let (sym, len) = t
+        .lookup(r.peek(t.max_len()))
+        .ok_or(CodecError::BadCodeword { codec: CODEC })?;
+    r.consume(len);
+    Ok(sym)
+}
+
+/// [MS-PATCH] 2.4: a pretree of 20 4-bit lengths, then `lens[start..end]` as deltas from
+/// their previous values with run-length codes 17, 18 and 19.
+fn read_lens(
+    r: &mut WordBits,
+    pre: &mut HuffTable,
+    pre_lens: &mut [u8; PRE_SYMBOLS],
+    lens: &mut [u8],
+    start: usize,
+    end: usize,
+) -> Result<(), CodecError> {
+    for l in pre_lens.iter_mut() {
+        *l = r.bits(4) as u8;
+    }
+    pre.build(pre_lens).map_err(bad_code)?;
+    let mut i = start;
+    while i < end {
+        let sym = decode(pre, r)?;
+        let delta = |old: u8, s: u32| -> u8 { ((u32::from(old) + 17 - s) % 17) as u8 };
+        match sym {
+            0..=16 => {
+                lens[i] = delta(lens[i], sym);
+                i += 1;
+            }
+            17 | 18 => {
+                let run = if sym == 17 {
+                    4 + r.bits(4)
+                } else {
+                    20 + r.bits(5)
+                } as usize;
+                lens[i..i + run].fill(0);
+                i += run;
+            }
+            _ => {
+                let run = 4 + r.bits(1) as usize;
+                let s = decode(pre, r)?;
+                if s > 17 {
+                    return Err(CodecError::Invalid {
+                        codec: CODEC,
+                        what: format!("pretree run value symbol {s} is out of range"),
+                    });
+                }
+                let v = delta(lens[i], s % 17);
+                lens[i..i + run].fill(v);
+                i += run;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Decompress for LzxDecoder {
+    fn decompress(&mut self, input: &[u8], out: &mut [u8]) -> Result<(), CodecError> {
+        let size = out.len();
+        if size > self.max_chunk {
+            return Err(CodecError::TooLarge {
+                codec: CODEC,
+                len: size,
+                max: self.max_chunk,
+            });
+        }
+        let mut r = WordBits::new(input);
+        let mut rq = [1u32; 3];
+        self.main_lens.fill(0);
+        self.len_lens.fill(0);
+        let nmain = self.num_main_syms;
+        let mut may_have_e8 = false;
+        let mut op = 0usize;
+        while op < size {
+            let block_type = r.bits(3);
+            let block_size = if r.bits(1) == 1 {
+                DEFAULT_BLOCK_SIZE
+            } else {
+                let mut s = r.bits(16) as usize;
+                if self.window_order >= 16 {
+                    s = (s << 8) | r.bits(8) as usize;
+                }
+                s
+            };
+            if block_size == 0 || block_size > size - op {
+                return Err(CodecError::Overrun {
+                    codec: CODEC,
+                    what: "block",
+                    len: block_size as u64,
+                    pos: op,
+                    size,
+                });
+            }
+            match block_type {
+                1 | 2 => {
+                    let aligned = block_type == 2;
+                    if aligned {
+                        for l in self.aligned_lens.iter_mut() {
+                            *l = r.bits(3) as u8;
+                        }
+                        self.aligned.build(&self.aligned_lens).map_err(bad_code)?;
+                    }
+                    read_lens(
+                        &mut r,
+                        &mut self.pre,
+                        &mut self.pre_lens,
+                        &mut self.main_lens,
+                        0,
+                        NUM_CHARS,
+                    )?;
+                    read_lens(
+                        &mut r,
+                        &mut self.pre,
+                        &mut self.pre_lens,
+                        &mut self.main_lens,
+                        NUM_CHARS,
+                        nmain,
+                    )?;
+                    self.main
+                        .build(&self.main_lens[..nmain])
+                        .map_err(bad_code)?;
+                    read_lens(
+                        &mut r,
+                        &mut self.pre,
+                        &mut self.pre_lens,
+                        &mut self.len_lens,
+                        0,
+                        LEN_SYMBOLS,
+                    )?;
+                    self.length
+                        .build(&self.len_lens[..LEN_SYMBOLS])
+                        .map_err(bad_code)?;
+                    if self.main_lens[0xE8] != 0 {
+                        may_have_e8 = true;
+                    }
+                    self.block(&mut r, out, op, op + block_size, aligned, &mut rq)?;
+                }
+                3 => {
+                    may_have_e8 = true;
+                    // Align to 16 bits; an already aligned stream skips a whole word
+                    // ([MS-PATCH] 2.3.2.1: "1 to 16 bits" of padding).
+                    let mut p = ((r.consumed_bits() / 16 + 1) * 2) as usize;
+                    let hdr = input.get(p..p + 12).ok_or_else(|| CodecError::Invalid {
+                        codec: CODEC,
+                        what: format!(
+                            "uncompressed block header at input offset {p:#x} lies past the end"
+                        ),
+                    })?;
+                    for (k, q) in rq.iter_mut().enumerate() {
+                        *q = u32::from_le_bytes([
+                            hdr[4 * k],
+                            hdr[4 * k + 1],
+                            hdr[4 * k + 2],
+                            hdr[4 * k + 3],
+                        ]);
+                        if *q == 0 {
+                            return Err(CodecError::Invalid {
+                                codec: CODEC,
+                                what: "uncompressed block has a zero repeated offset".into(),
+                            });
+                        }
+                    }
+                    p += 12;
+                    let data = input.get(p..p + block_size).ok_or_else(|| CodecError::Invalid {
+                        codec: CODEC,
+                        what: format!("uncompressed block of {block_size} bytes at input offset {p:#x} lies past the end"),
+                    })?;
+                    out[op..op + block_size].copy_from_slice(data);
+                    p += block_size + (block_size & 1);
+                    r.reset_at(p);
+                    op += block_size;
+                    continue;
+                }
+                t => {
+                    return Err(CodecError::Invalid {
+                        codec: CODEC,
+                        what: format!("block type {t} is not 1, 2 or 3"),
+                    });
+                }
+            }
+            op += block_size;
+        }
+        if may_have_e8 {
+            undo_e8(out);
+        }
+        Ok(())
+    }
+}
+
+impl LzxDecoder {
+    fn block(
+        &self,
+        r: &mut WordBits,
+        out: &mut [u8],
+        mut op: usize,
+        end: usize,
+        aligned: bool,
+        rq: &mut [u32; 3],
+    ) -> Result<(), CodecError> {
+        let size = out.len();
+        while op < end {
+            r.refill();
+            let (sym, len) = self
+                .main
+                .lookup(r.peek(MAIN_MAX_LEN))
+                .ok_or(CodecError::BadCodeword { codec: CODEC })?;
+            r.consume(len);
+            if (sym as usize) < NUM_CHARS {
+                out[op] = sym as u8;
+                op += 1;
+                continue;
+            }
+            let m = sym - NUM_CHARS as u32;
+            let mut mlen = m % NUM_LEN_HEADERS;
+            let slot = (m / NUM_LEN_HEADERS) as usize;
+            if mlen == NUM_PRIMARY_LENS {
+                mlen += decode(&self.length, r)?;
+            }
+            let mlen = (mlen + MIN_MATCH) as usize;
+            let offset = if slot < 3 {
+                rq.swap(slot, 0);
+                rq[0]
+            } else {
+                let e = self.extra_bits[slot];
+                let mut o = self.slot_base[slot];
+                if aligned && e >= 3 {
+                    o += r.bits(e - 3) << 3;
+                    o += decode(&self.aligned, r)?;
+                } else {
+                    o += r.bits(e);
+                }
+                let o = o - 2;
+                rq[2] = rq[1];
+                rq[1] = rq[0];
+                rq[0] = o;
+                o
+            } as usize;
+            if mlen > end - op {
+                return Err(CodecError::Overrun {
+                    codec: CODEC,
+                    what: "match",
+                    len: mlen as u64,
+                    pos: op,
+                    size,
+                });
+            }
+            if offset > op {
+                return Err(CodecError::BadOffset {
+                    codec: CODEC,
+                    offset: offset as u64,
+                    pos: op,
+                });
+            }
+            lz_copy(out, op, offset, mlen);
+            op += mlen;
+        }
+        Ok(())
+    }
+}
+
+/// Undo E8 call translation ([MS-PATCH] 2.2.2) with the fixed WIM file size.
+pub fn undo_e8(data: &mut [u8]) {
+    let n = data.len();
+    if n <= 10 {
+        return;
+    }
+    let limit = n - 10;
+    let mut i = 0usize;
+    while i < limit {
+        // Find the next E8 quickly.
+        match data[i..limit].iter().position(|&b| b == 0xE8) {
+            None => break,
+            Some(k) => i += k,
+        }
+        let v = i32::from_le_bytes([data[i + 1], data[i + 2], data[i + 3], data[i + 4]]);
+        let pos = i as i32;
+        if (0..E8_FILE_SIZE).contains(&v) {
+            data[i + 1..i + 5].copy_from_slice(&(v - pos).to_le_bytes());
+        } else if v < 0 && v >= -pos {
+            data[i + 1..i + 5].copy_from_slice(&(v + E8_FILE_SIZE).to_le_bytes());
+        }
+        i += 5;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pack (value, nbits) pairs MSB-first into 16-bit little-endian words.
+    fn pack(fields: &[(u32, u32)]) -> Vec<u8> {
+        let mut bits = Vec::new();
+        for &(v, n) in fields {
+            for i in (0..n).rev() {
+                bits.push((v >> i) & 1);
+            }
+        }
+        while !bits.len().is_multiple_of(16) {
+            bits.push(0);
+        }
+        bits.chunks(16)
+            .flat_map(|w| (w.iter().fold(0u32, |a, &b| (a << 1) | b) as u16).to_le_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn uncompressed_block() {
+        // Type 3, size 5 (not default: 0 then 16 bits), then pad to 16 bits.
+        let mut input = pack(&[(3, 3), (0, 1), (5, 16)]);
+        for r in [1u32, 1, 1] {
+            input.extend_from_slice(&r.to_le_bytes());
+        }
+        input.extend_from_slice(b"hello\0");
+        let mut d = LzxDecoder::new(32768).unwrap();
+        let mut out = [0u8; 5];
+        d.decompress(&input, &mut out).unwrap();
+        assert_eq!(&out, b"hello");
+    }
+
+    #[test]
+    fn e8_translation_roundtrip_value() {
+        let mut d = vec![0u8; 32];
+        d[4] = 0xE8;
+        // Absolute target 100 at position 4 => relative 96.
+        d[5..9].copy_from_slice(&100i32.to_le_bytes());
+        undo_e8(&mut d);
+        assert_eq!(i32::from_le_bytes([d[5], d[6], d[7], d[8]]), 96);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut d = LzxDecoder::new(32768).unwrap();
+        let mut out = vec![0u8; 32768];
+        let mut x = 0x1234_5678u32;
+        for len in [0usize, 1, 2, 7, 100, 5000] {
+            let input: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            let _ = d.decompress(&input, &mut out);
+        }
+    }
+}
