@@ -14,6 +14,7 @@ pub mod huffman;
 pub mod lzms;
 pub mod lzx;
 pub mod xpress;
+pub mod xpress_enc;
 
 use thiserror::Error;
 
