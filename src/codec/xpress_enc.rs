@@ -130,14 +130,19 @@ pub(crate) fn canonical_codes(lens: &[u8]) -> Vec<u32> {
 
 /// One LZ77 item found by the match finder.
 #[derive(Clone, Copy)]
-enum Item {
+pub(crate) enum Item {
     Lit(u8),
     Match { len: usize, offset: usize },
 }
 
 /// Greedy hash-chain parse of `data` with offsets up to `max_offset` and lengths in
 /// `min_len..=max_len`.
-fn parse(data: &[u8], min_len: usize, max_len: usize, max_offset: usize) -> Vec<Item> {
+pub(crate) fn parse_items(
+    data: &[u8],
+    min_len: usize,
+    max_len: usize,
+    max_offset: usize,
+) -> Vec<Item> {
     const HASH_BITS: u32 = 15;
     let mut head = vec![u32::MAX; 1 << HASH_BITS];
     let mut prev = vec![u32::MAX; data.len()];
@@ -276,7 +281,7 @@ fn encode(data: &[u8], bail: bool) -> Option<Vec<u8>> {
     if data.is_empty() || data.len() > MAX_CHUNK {
         return None;
     }
-    let items = parse(data, MIN_MATCH, data.len(), MAX_OFFSET);
+    let items = parse_items(data, MIN_MATCH, data.len(), MAX_OFFSET);
     let sym_of = |it: &Item| -> (usize, usize, usize) {
         match *it {
             Item::Lit(b) => (b as usize, 0, 0),
