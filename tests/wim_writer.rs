@@ -1,12 +1,13 @@
-//! The WIM chunk compressors checked against wimlib: a file captured uncompressed by
-//! wimlib-imagex has its blob rewritten as a chunked compressed resource made by our
-//! XPRESS / LZX encoders (blob-table entry and header codec fields patched, facts-wim.md
+//! The WIM resource writer and chunk compressors checked against wimlib: a file captured
+//! uncompressed by wimlib-imagex has its blob rewritten as a chunked compressed resource made
+//! by `write_resource` with our XPRESS / LZX encoders (blob-table entry and header codec fields patched, facts-wim.md
 //! sections 1 and 2); `wimlib-imagex verify` must pass (it checks every blob's SHA-1) and
 //! `wimlib-imagex apply` must give back the original bytes.
 
 mod common;
 
-use nanoforge::codec::{lzx_enc, xpress_enc};
+use nanoforge::formats::wim::write::{write_resource, Compression};
+use std::io::Cursor;
 use std::path::Path;
 
 /// Test file: text, E8-heavy code-like bytes, incompressible bytes and zeros.
@@ -32,23 +33,19 @@ fn sample() -> Vec<u8> {
     d
 }
 
-/// Chunked resource: chunk table (4-byte offsets of chunks 1.. after the table), then the
-/// chunks, raw where the encoder declined.
-fn resource(data: &[u8], chunk: usize, enc: &dyn Fn(&[u8]) -> Option<Vec<u8>>) -> Vec<u8> {
-    let chunks: Vec<Vec<u8>> = data
-        .chunks(chunk)
-        .map(|p| enc(p).unwrap_or_else(|| p.to_vec()))
-        .collect();
-    let mut out = Vec::new();
-    let mut off = 0u32;
-    for c in &chunks[..chunks.len() - 1] {
-        off += c.len() as u32;
-        out.extend_from_slice(&off.to_le_bytes());
-    }
-    for c in &chunks {
-        out.extend_from_slice(c);
-    }
-    out
+/// The resource as `write_resource` lays it out (chunk table, then the chunks).
+fn resource(data: &[u8], chunk: usize, c: Compression) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    let (h, _) = write_resource(
+        &mut Cursor::new(data),
+        data.len() as u64,
+        c,
+        chunk as u32,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(h.flags & 0x04, 0x04, "compressed");
+    out.into_inner()
 }
 
 fn u64_at(b: &[u8], o: usize) -> u64 {
@@ -117,11 +114,11 @@ fn wimlib_accepts_our_compressed_chunks() {
             .arg("--compress=none"),
     );
     let base = common::read(&base_path);
-    let x = resource(&data, 32768, &|p| xpress_enc::compress_chunk(p));
+    let x = resource(&data, 32768, Compression::Xpress);
     assert!(x.len() < data.len());
     check(tmp.path(), &base, &data, "xpress", 0x20000, 32768, x);
     for chunk in [32768usize, 131072] {
-        let l = resource(&data, chunk, &|p| lzx_enc::compress_chunk(p, chunk));
+        let l = resource(&data, chunk, Compression::Lzx);
         assert!(l.len() < data.len());
         check(
             tmp.path(),
