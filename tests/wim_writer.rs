@@ -1,7 +1,7 @@
 //! The WIM resource writer and chunk compressors checked against wimlib: a file captured
-//! uncompressed by wimlib-imagex has its blob rewritten as a chunked compressed resource made
-//! by `write_resource` with our XPRESS / LZX encoders (blob-table entry and header codec fields patched, facts-wim.md
-//! sections 1 and 2); `wimlib-imagex verify` must pass (it checks every blob's SHA-1) and
+//! uncompressed by wimlib-imagex has its blob rewritten as a chunked compressed resource
+//! made by `write_resource` with our XPRESS / LZX encoders (blob-table entry and header
+//! codec fields patched, facts-wim.md sections 1 and 2); `wimlib-imagex verify` must pass (it checks every blob's SHA-1) and
 //! `wimlib-imagex apply` must give back the original bytes.
 
 mod common;
