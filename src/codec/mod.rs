@@ -13,7 +13,9 @@
 pub mod huffman;
 pub mod lzms;
 pub mod lzx;
+pub mod lzx_enc;
 pub mod xpress;
+pub mod xpress_enc;
 
 use thiserror::Error;
 

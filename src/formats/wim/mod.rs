@@ -15,6 +15,7 @@ mod extract;
 mod header;
 mod metadata;
 mod resource;
+pub mod write;
 mod xml;
 
 pub use extract::{extract, ExtractReport};
