@@ -3,4 +3,5 @@
 //!
 //! Sources: facts-cbs.md (CBS naming and data facts) and domain.md sections 2 and 6.
 
+pub mod catalog;
 pub mod keyform;
