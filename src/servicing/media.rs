@@ -75,7 +75,7 @@ fn entries_sorted(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     Ok(v)
 }
 
-fn find_ci(dir: &Path, name: &str) -> Result<Option<PathBuf>, Error> {
+pub(crate) fn find_ci(dir: &Path, name: &str) -> Result<Option<PathBuf>, Error> {
     Ok(entries_sorted(dir)?.into_iter().find(|p| {
         p.file_name()
             .is_some_and(|f| f.to_string_lossy().eq_ignore_ascii_case(name))

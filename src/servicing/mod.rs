@@ -6,3 +6,4 @@
 pub mod catalog;
 pub mod keyform;
 pub mod media;
+pub mod resolve;
