@@ -3,6 +3,7 @@
 pub mod convert;
 pub mod disk;
 pub mod inspect;
+pub mod media;
 pub mod progress;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,9 @@ pub enum Command {
     Convert(convert::ConvertArgs),
     /// Show what a disk image holds: container, partitions, ESP files.
     Inspect(inspect::InspectArgs),
+    /// Pin and check the installation media's files by SHA-256.
+    #[command(subcommand)]
+    Media(media::MediaCommand),
 }
 
 /// Run the parsed command.
@@ -41,6 +45,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Disk(c) => disk::run(c, cli.quiet),
         Command::Convert(a) => convert::run(a, cli.quiet),
         Command::Inspect(a) => inspect::run(a),
+        Command::Media(c) => media::run(c, cli.quiet),
     }
 }
 
