@@ -3,6 +3,7 @@
 //!
 //! Sources: facts-cbs.md (CBS naming and data facts) and domain.md sections 2 and 6.
 
+pub mod cab;
 pub mod catalog;
 pub mod keyform;
 pub mod media;
