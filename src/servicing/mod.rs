@@ -7,4 +7,5 @@ pub mod cab;
 pub mod catalog;
 pub mod keyform;
 pub mod media;
+pub mod mum;
 pub mod resolve;
