@@ -4,6 +4,7 @@ pub mod convert;
 pub mod disk;
 pub mod inspect;
 pub mod media;
+pub mod packages;
 pub mod progress;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +38,9 @@ pub enum Command {
     /// Pin and check the installation media's files by SHA-256.
     #[command(subcommand)]
     Media(media::MediaCommand),
+    /// List the Nano Server packages on the installation media.
+    #[command(subcommand)]
+    Packages(packages::PackagesCommand),
 }
 
 /// Run the parsed command.
@@ -46,6 +50,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Convert(a) => convert::run(a, cli.quiet),
         Command::Inspect(a) => inspect::run(a),
         Command::Media(c) => media::run(c, cli.quiet),
+        Command::Packages(c) => packages::run(c),
     }
 }
 
