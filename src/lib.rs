@@ -12,4 +12,5 @@ pub mod core;
 pub mod formats;
 pub mod image;
 pub mod pipeline;
+pub mod servicing;
 pub mod tree;

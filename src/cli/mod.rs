@@ -4,6 +4,8 @@ pub mod bcd;
 pub mod convert;
 pub mod disk;
 pub mod inspect;
+pub mod media;
+pub mod packages;
 pub mod progress;
 pub mod reg;
 pub mod wim;
@@ -45,6 +47,12 @@ pub enum Command {
     /// Show Boot Configuration Data stores.
     #[command(subcommand)]
     Bcd(bcd::BcdCommand),
+    /// Pin and check the installation media's files by SHA-256.
+    #[command(subcommand)]
+    Media(media::MediaCommand),
+    /// List the Nano Server packages on the installation media.
+    #[command(subcommand)]
+    Packages(packages::PackagesCommand),
 }
 
 /// Run the parsed command.
@@ -56,6 +64,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Wim(c) => wim::run(c, cli.quiet),
         Command::Reg(c) => reg::run(c, cli.quiet),
         Command::Bcd(c) => bcd::run(c),
+        Command::Media(c) => media::run(c, cli.quiet),
+        Command::Packages(c) => packages::run(c),
     }
 }
 
