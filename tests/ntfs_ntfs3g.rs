@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::{scrambled as pattern, test_sd as sd};
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use sha1::Digest;
@@ -152,38 +154,6 @@ fn expected_listing(tree: &Tree) -> BTreeMap<String, BTreeSet<String>> {
         map.insert(path_str(tree, id), names);
     }
     map
-}
-
-fn sd(owner_rid: u32, mask: u32) -> Vec<u8> {
-    // Self-relative: header, DACL with one ACE for S-1-5-32-<rid>, owner, group.
-    let sid = |rid: u32| {
-        let mut v = vec![1u8, 2, 0, 0, 0, 0, 0, 5, 32, 0, 0, 0];
-        v.extend_from_slice(&rid.to_le_bytes());
-        v
-    };
-    let ace_sid = sid(545);
-    let acl_len = 8 + 8 + ace_sid.len();
-    let mut v = vec![1u8, 0, 0x04, 0x80];
-    v.extend_from_slice(&((20 + acl_len) as u32).to_le_bytes());
-    v.extend_from_slice(&((20 + acl_len + 16) as u32).to_le_bytes());
-    v.extend_from_slice(&0u32.to_le_bytes());
-    v.extend_from_slice(&20u32.to_le_bytes());
-    v.extend_from_slice(&[2, 0]);
-    v.extend_from_slice(&(acl_len as u16).to_le_bytes());
-    v.extend_from_slice(&[1, 0, 0, 0]);
-    v.extend_from_slice(&[0, 0]);
-    v.extend_from_slice(&((8 + ace_sid.len()) as u16).to_le_bytes());
-    v.extend_from_slice(&mask.to_le_bytes());
-    v.extend_from_slice(&ace_sid);
-    v.extend_from_slice(&sid(owner_rid));
-    v.extend_from_slice(&sid(544));
-    v
-}
-
-fn pattern(len: usize, seed: u32) -> Vec<u8> {
-    (0..len as u32)
-        .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 13) as u8)
-        .collect()
 }
 
 const CLUSTER: usize = 4096;

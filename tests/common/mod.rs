@@ -66,3 +66,38 @@ pub fn tempdir() -> tempfile::TempDir {
 pub fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
 }
+
+/// A small self-relative security descriptor (MS-DTYP 2.4.6): owner S-1-5-32-<owner_rid>,
+/// group Administrators, a DACL allowing `mask` to Users.
+pub fn test_sd(owner_rid: u32, mask: u32) -> Vec<u8> {
+    // Self-relative: header, DACL with one ACE for S-1-5-32-<rid>, owner, group.
+    let sid = |rid: u32| {
+        let mut v = vec![1u8, 2, 0, 0, 0, 0, 0, 5, 32, 0, 0, 0];
+        v.extend_from_slice(&rid.to_le_bytes());
+        v
+    };
+    let ace_sid = sid(545);
+    let acl_len = 8 + 8 + ace_sid.len();
+    let mut v = vec![1u8, 0, 0x04, 0x80];
+    v.extend_from_slice(&((20 + acl_len) as u32).to_le_bytes());
+    v.extend_from_slice(&((20 + acl_len + 16) as u32).to_le_bytes());
+    v.extend_from_slice(&0u32.to_le_bytes());
+    v.extend_from_slice(&20u32.to_le_bytes());
+    v.extend_from_slice(&[2, 0]);
+    v.extend_from_slice(&(acl_len as u16).to_le_bytes());
+    v.extend_from_slice(&[1, 0, 0, 0]);
+    v.extend_from_slice(&[0, 0]);
+    v.extend_from_slice(&((8 + ace_sid.len()) as u16).to_le_bytes());
+    v.extend_from_slice(&mask.to_le_bytes());
+    v.extend_from_slice(&ace_sid);
+    v.extend_from_slice(&sid(owner_rid));
+    v.extend_from_slice(&sid(544));
+    v
+}
+
+/// Deterministic scrambled bytes.
+pub fn scrambled(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 13) as u8)
+        .collect()
+}

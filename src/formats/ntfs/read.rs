@@ -59,18 +59,9 @@ fn err(e: ntfs::NtfsError) -> io::Error {
 
 /// Read the summary of the NTFS volume at `offset` (`len` bytes) of `disk`.
 pub fn summary(disk: &dyn ReadAt, offset: u64, len: u64) -> io::Result<NtfsSummary> {
-    let mut f = io::BufReader::with_capacity(
-        64 << 10,
-        Cursor {
-            disk,
-            start: offset,
-            len,
-            pos: 0,
-        },
-    );
-    let mut fs = ntfs::Ntfs::new(&mut f).map_err(err)?;
-    fs.read_upcase_table(&mut f).map_err(err)?;
-    let label = match fs.volume_name(&mut f) {
+    let mut v = VolumeReader::open(disk, offset, len)?;
+    let (fs, f) = (&v.fs, &mut v.f);
+    let label = match fs.volume_name(f) {
         Some(Ok(n)) => Some(n.name().to_string_lossy()),
         _ => None,
     };
@@ -97,15 +88,15 @@ pub fn summary(disk: &dyn ReadAt, offset: u64, len: u64) -> io::Result<NtfsSumma
             }
             Ok((value_len, bytes))
         };
-    let (mft_len, _) = data_len(&fs, &mut f, MFT_RECORD)?;
-    let (_, bitmap) = data_len(&fs, &mut f, BITMAP_RECORD)?;
+    let (mft_len, _) = data_len(fs, f, MFT_RECORD)?;
+    let (_, bitmap) = data_len(fs, f, BITMAP_RECORD)?;
     let total_clusters = fs.size() / fs.cluster_size() as u64;
     let used: u64 = bitmap.iter().map(|b| b.count_ones() as u64).sum();
-    let root = fs.root_directory(&mut f).map_err(err)?;
-    let index = root.directory_index(&mut f).map_err(err)?;
+    let root = fs.root_directory(f).map_err(err)?;
+    let index = root.directory_index(f).map_err(err)?;
     let mut it = index.entries();
     let mut top = Vec::new();
-    while let Some(e) = it.next(&mut f) {
+    while let Some(e) = it.next(f) {
         let e = e.map_err(err)?;
         let Some(key) = e.key() else { continue };
         let key = key.map_err(err)?;
