@@ -278,14 +278,7 @@ fn apply(a: ApplyArgs, quiet: bool) -> anyhow::Result<()> {
     use std::sync::Arc;
 
     let w = Arc::new(open(&a.file)?);
-    if a.index == 0 || a.index > w.image_count() {
-        anyhow::bail!(
-            "{}: no image {}; the file holds images 1 to {}",
-            a.file.display(),
-            a.index,
-            w.image_count()
-        );
-    }
+    crate::pipeline::disk::check_image_index(&a.file, &w, a.index)?;
     let time = unix_to_filetime(build_epoch()?);
     let mut tree = Tree::new(Meta::at(time));
     tree.set_case_sensitive(a.case_sensitive);
@@ -299,11 +292,7 @@ fn apply(a: ApplyArgs, quiet: bool) -> anyhow::Result<()> {
     let mut opts = ntfs::NtfsOptions {
         size: 0,
         cluster_size: cluster,
-        serial: u64::from_le_bytes(
-            Guid::derive(&seed, "ntfs:serial").as_bytes()[..8]
-                .try_into()
-                .expect("8 bytes"),
-        ),
+        serial: Guid::derive_u64(&seed, "ntfs:serial"),
         time,
         ..ntfs::NtfsOptions::default()
     };

@@ -3,9 +3,9 @@
 //! volume, per the project's domain notes, section 7), made with our VHDX, GPT and NTFS
 //! writers.
 
-use crate::core::block::{MemDisk, ReadAt, WriteAt};
+use crate::core::block::{MemDisk, WriteAt};
 use crate::core::guid::Guid;
-use crate::formats::gpt::{self, Role};
+use crate::formats::gpt::{self, Role, TableCopy};
 use crate::formats::ntfs::{self, NtfsOptions};
 use crate::formats::vhdx::{VhdxOptions, VhdxWriter};
 use crate::tree::{Meta, Tree};
@@ -28,15 +28,9 @@ pub fn write_blank_vhdx(file: File, seed: &[u8], time: u64) -> io::Result<()> {
     let mut out: Box<dyn WriteAt> = Box::new(VhdxWriter::create(file, &opts)?);
     let table: MemDisk = gpt::build_gpt(&layout)?;
     let first = part.offset();
-    for r in table.data_ranges()?.into_iter().filter(|r| r.start < first) {
-        copy(&table, out.as_mut(), r)?;
-    }
+    gpt::write_table(&layout, &table, TableCopy::Primary, out.as_mut())?;
     let tree = Tree::new(Meta::at(time));
-    let serial = u64::from_le_bytes(
-        Guid::derive(seed, "ntfs:serial").as_bytes()[..8]
-            .try_into()
-            .expect("8 bytes"),
-    );
+    let serial = Guid::derive_u64(seed, "ntfs:serial");
     let nopts = NtfsOptions {
         size: part.size(),
         sector_size: 512,
@@ -46,25 +40,14 @@ pub fn write_blank_vhdx(file: File, seed: &[u8], time: u64) -> io::Result<()> {
         ..NtfsOptions::default()
     };
     ntfs::write_volume(&tree, &nopts, out.as_mut(), first)?;
-    for r in table
-        .data_ranges()?
-        .into_iter()
-        .filter(|r| r.start >= first)
-    {
-        copy(&table, out.as_mut(), r)?;
-    }
+    gpt::write_table(&layout, &table, TableCopy::Backup, out.as_mut())?;
     out.finish()
-}
-
-fn copy(src: &MemDisk, out: &mut dyn WriteAt, r: std::ops::Range<u64>) -> io::Result<()> {
-    let mut buf = vec![0u8; (r.end - r.start) as usize];
-    src.read_at(r.start, &mut buf)?;
-    out.write_at(r.start, &buf)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::block::ReadAt;
     use crate::formats::vhdx::VhdxReader;
 
     #[test]

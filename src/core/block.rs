@@ -82,6 +82,75 @@ pub fn is_zero(buf: &[u8]) -> bool {
     blocks.remainder().iter().all(|&b| b == 0)
 }
 
+/// A byte window of a [`ReadAt`] disk seen as a read-only `Read + Seek` stream, for parsers
+/// (the `gpt` and `ntfs` crates) that want a stream. Writes are refused.
+pub struct ReadCursor<'a> {
+    disk: &'a dyn ReadAt,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl<'a> ReadCursor<'a> {
+    /// The `len` bytes of `disk` from `start`.
+    pub fn new(disk: &'a dyn ReadAt, start: u64, len: u64) -> Self {
+        ReadCursor {
+            disk,
+            start,
+            len,
+            pos: 0,
+        }
+    }
+}
+
+impl std::fmt::Debug for ReadCursor<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} bytes at {:#x}, position {}",
+            self.len, self.start, self.pos
+        )
+    }
+}
+
+impl Read for ReadCursor<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.len.saturating_sub(self.pos).min(buf.len() as u64) as usize;
+        self.disk.read_at(self.start + self.pos, &mut buf[..n])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for ReadCursor<'_> {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "this disk view is read-only",
+        ))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for ReadCursor<'_> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let new = match pos {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = new.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek to a negative or overflowing position",
+            )
+        })?;
+        Ok(self.pos)
+    }
+}
+
 /// A sparse in-memory disk: only pages written are stored. Used to build small
 /// structures (GPT, the FAT32 ESP) with libraries that want `Read + Write + Seek`,
 /// before copying them into the real output with [`copy_sparse`].

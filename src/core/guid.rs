@@ -60,6 +60,12 @@ impl Guid {
         Guid(b)
     }
 
+    /// A 64-bit value (volume serials) derived like [`Guid::derive`]: its first 8 bytes.
+    pub fn derive_u64(seed: &[u8], purpose: &str) -> u64 {
+        let g = Guid::derive(seed, purpose);
+        u64::from_le_bytes(g.0[..8].try_into().expect("8 of 16 bytes"))
+    }
+
     pub fn to_uuid(&self) -> uuid::Uuid {
         uuid::Uuid::from_bytes(self.0)
     }

@@ -2,13 +2,14 @@
 //! MSR and a Windows partition, in a VHDX, VHD or raw container.
 
 use crate::containers::{self, StoreEntry};
-use crate::core::block::{MemDisk, ReadAt, WriteAt};
 use crate::core::guid::Guid;
 use crate::core::output::PendingOutput;
 use crate::core::time::unix_to_filetime;
 use crate::core::units::Bytes;
 use crate::formats::fat::{self, EspFiles, EspOptions};
-use crate::formats::gpt::{self, GptLayout, PlannedPartition, Role, WindowsLayoutRequest};
+use crate::formats::gpt::{
+    self, GptLayout, PlannedPartition, Role, TableCopy, WindowsLayoutRequest,
+};
 use crate::formats::ntfs::{self, NtfsOptions};
 use crate::formats::wim::Wim;
 use crate::image::{self, ContainerOptions, ImageFormat};
@@ -204,6 +205,21 @@ pub fn plan(req: &DiskRequest) -> io::Result<DiskPlan> {
     })
 }
 
+/// Refuse an image index the WIM does not have (indexes start at 1).
+pub fn check_image_index(path: &Path, wim: &Wim, index: usize) -> io::Result<()> {
+    if index == 0 || index > wim.image_count() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{}: no image {index}; the file holds images 1 to {}",
+                path.display(),
+                wim.image_count()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The WIMs a disk request names, opened once.
 struct OpenedWims {
     windows: Option<Arc<Wim>>,
@@ -232,16 +248,7 @@ fn open_wims(req: &DiskRequest, sb: &mut SeedBuilder) -> io::Result<OpenedWims> 
     let windows = match &req.windows_wim {
         Some((p, index)) => {
             let w = open(p)?;
-            if *index == 0 || *index > w.image_count() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "{}: no image {index}; the file holds images 1 to {}",
-                        p.display(),
-                        w.image_count()
-                    ),
-                ));
-            }
+            check_image_index(p, &w, *index)?;
             id(sb, "windows-wim", &w, *index);
             Some(w)
         }
@@ -251,16 +258,7 @@ fn open_wims(req: &DiskRequest, sb: &mut SeedBuilder) -> io::Result<OpenedWims> 
     for (p, index) in &req.base_images {
         let w = open(p)?;
         let index = index.unwrap_or(1);
-        if index == 0 || index > w.image_count() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "{}: no image {index}; the file holds images 1 to {}",
-                    p.display(),
-                    w.image_count()
-                ),
-            ));
-        }
+        check_image_index(p, &w, index)?;
         id(sb, "base-image", &w, index);
         bases.push((p.clone(), w, index));
     }
@@ -273,11 +271,7 @@ fn ntfs_options(
     req: &DiskRequest,
     filetime: u64,
 ) -> NtfsOptions {
-    let serial = u64::from_le_bytes(
-        Guid::derive(seed, "ntfs:serial").as_bytes()[..8]
-            .try_into()
-            .expect("8 bytes"),
-    );
+    let serial = Guid::derive_u64(seed, "ntfs:serial");
     NtfsOptions {
         size: win.size(),
         cluster_size: req.cluster_size,
@@ -334,7 +328,7 @@ pub fn write(plan: &DiskPlan, req: &DiskRequest) -> io::Result<()> {
     )?;
     // Write in ascending offset order: primary GPT, ESP, then the backup GPT at the end.
     let first = esp_part.offset();
-    copy_ranges(&gpt_mem, out.as_mut(), |r| r.start < first)?;
+    gpt::write_table(&plan.layout, &gpt_mem, TableCopy::Primary, out.as_mut())?;
     fat::place(&esp, out.as_mut(), first)?;
     if let Some(tree) = &plan.tree {
         let win = plan
@@ -344,20 +338,7 @@ pub fn write(plan: &DiskPlan, req: &DiskRequest) -> io::Result<()> {
         let nopts = ntfs_options(&plan.seed_bytes, win, req, unix_to_filetime(req.time));
         ntfs::write_volume(tree, &nopts, out.as_mut(), win.offset())?;
     }
-    copy_ranges(&gpt_mem, out.as_mut(), |r| r.start >= first)?;
+    gpt::write_table(&plan.layout, &gpt_mem, TableCopy::Backup, out.as_mut())?;
     out.finish()?;
     pending.commit()
-}
-
-fn copy_ranges(
-    src: &MemDisk,
-    out: &mut dyn WriteAt,
-    keep: impl Fn(&std::ops::Range<u64>) -> bool,
-) -> io::Result<()> {
-    for r in src.data_ranges()?.into_iter().filter(|r| keep(r)) {
-        let mut buf = vec![0u8; (r.end - r.start) as usize];
-        src.read_at(r.start, &mut buf)?;
-        out.write_at(r.start, &buf)?;
-    }
-    Ok(())
 }

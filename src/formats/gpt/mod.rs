@@ -8,7 +8,7 @@
 //! "UEFI/GPT-based hard drive partitions" guidance: ESP FAT32 of at least 260 MiB on 4 KiB
 //! sector disks, MSR 16 MiB, partitions aligned to 1 MiB.
 
-use crate::core::block::{MemDisk, ReadAt, WriteAt};
+use crate::core::block::{MemDisk, ReadAt, ReadCursor, WriteAt};
 use crate::core::guid::Guid;
 use crate::core::units::{Bytes, MIB};
 use std::collections::BTreeMap;
@@ -288,12 +288,29 @@ pub fn plan_single_data_layout(
     })
 }
 
-/// Write the protective MBR, both GPT headers and both entry arrays of `layout` to `out`.
-pub fn write_gpt(layout: &GptLayout, out: &mut dyn WriteAt) -> Result<(), Error> {
-    let mem = build_gpt(layout)?;
-    for r in mem.data_ranges()? {
+/// Which copy of a built table to write: the primary (protective MBR, header, entries) lies
+/// before the first usable LBA, the backup after the last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableCopy {
+    Primary,
+    Backup,
+}
+
+/// Copy one half of a table made by [`build_gpt`] into `out`, so callers can write the disk in
+/// ascending offsets (primary, partitions, backup).
+pub fn write_table(
+    layout: &GptLayout,
+    table: &MemDisk,
+    which: TableCopy,
+    out: &mut dyn WriteAt,
+) -> io::Result<()> {
+    let boundary = layout.first_usable_lba * layout.sector_size;
+    for r in table.data_ranges()? {
+        if (r.start < boundary) != (which == TableCopy::Primary) {
+            continue;
+        }
         let mut buf = vec![0u8; (r.end - r.start) as usize];
-        mem.read_at(r.start, &mut buf)?;
+        table.read_at(r.start, &mut buf)?;
         out.write_at(r.start, &buf)?;
     }
     Ok(())
@@ -379,52 +396,6 @@ pub fn type_name(g: &Guid) -> String {
     }
 }
 
-/// Adapter exposing a [`ReadAt`] as `Read + Seek` (read-only) for the `gpt` crate.
-struct ReadOnly<'a> {
-    src: &'a dyn ReadAt,
-    pos: u64,
-}
-
-impl std::fmt::Debug for ReadOnly<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "disk of {} bytes at {}", self.src.size(), self.pos)
-    }
-}
-
-impl io::Read for ReadOnly<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self
-            .src
-            .size()
-            .saturating_sub(self.pos)
-            .min(buf.len() as u64) as usize;
-        self.src.read_at(self.pos, &mut buf[..n])?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-impl io::Write for ReadOnly<'_> {
-    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-        Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only"))
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl io::Seek for ReadOnly<'_> {
-    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
-        let new = match pos {
-            io::SeekFrom::Start(p) => Some(p),
-            io::SeekFrom::End(d) => self.src.size().checked_add_signed(d),
-            io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        self.pos = new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad seek"))?;
-        Ok(self.pos)
-    }
-}
-
 /// Read the partition table of a disk (trying 512- then 4096-byte sectors). `Ok(None)`
 /// when the disk has no GPT.
 pub fn read_partitions(
@@ -442,7 +413,7 @@ pub fn read_partitions(
         if &sig != b"EFI PART" {
             continue;
         }
-        let dev = ReadOnly { src: disk, pos: 0 };
+        let dev = ReadCursor::new(disk, 0, disk.size());
         let g = gpt::GptConfig::new()
             .writable(false)
             .logical_block_size(lb)

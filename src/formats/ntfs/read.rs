@@ -2,8 +2,8 @@
 //! folder's entries. The parsing is done by the `ntfs` crate (an independent reader), over
 //! a window of the disk.
 
-use crate::core::block::ReadAt;
-use std::io::{self, Read, Seek, SeekFrom};
+use crate::core::block::{ReadAt, ReadCursor};
+use std::io::{self, Read};
 
 /// $MFT and $Bitmap file record numbers (fixed by the format).
 const MFT_RECORD: u64 = 0;
@@ -23,36 +23,6 @@ pub struct NtfsSummary {
     pub top_level: Vec<(String, bool)>,
 }
 
-/// A byte window of a disk as `Read + Seek`.
-struct Cursor<'a> {
-    disk: &'a dyn ReadAt,
-    start: u64,
-    len: u64,
-    pos: u64,
-}
-
-impl Read for Cursor<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.len.saturating_sub(self.pos).min(buf.len() as u64) as usize;
-        self.disk.read_at(self.start + self.pos, &mut buf[..n])?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-impl Seek for Cursor<'_> {
-    fn seek(&mut self, p: SeekFrom) -> io::Result<u64> {
-        let new = match p {
-            SeekFrom::Start(x) => Some(x),
-            SeekFrom::End(d) => self.len.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        self.pos =
-            new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek out of range"))?;
-        Ok(self.pos)
-    }
-}
-
 fn err(e: ntfs::NtfsError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
@@ -65,29 +35,31 @@ pub fn summary(disk: &dyn ReadAt, offset: u64, len: u64) -> io::Result<NtfsSumma
         Some(Ok(n)) => Some(n.name().to_string_lossy()),
         _ => None,
     };
-    let data_len =
-        |fs: &ntfs::Ntfs, f: &mut io::BufReader<Cursor>, rec: u64| -> io::Result<(u64, Vec<u8>)> {
-            let file = fs.file(f, rec).map_err(err)?;
-            let item = file
-                .data(f, "")
-                .ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("record {rec} has no data"),
-                    )
-                })?
-                .map_err(err)?;
-            let attr = item.to_attribute().map_err(err)?;
-            let value_len = attr.value_length();
-            let mut bytes = Vec::new();
-            if rec == BITMAP_RECORD {
-                attr.value(f)
-                    .map_err(err)?
-                    .attach(f)
-                    .read_to_end(&mut bytes)?;
-            }
-            Ok((value_len, bytes))
-        };
+    let data_len = |fs: &ntfs::Ntfs,
+                    f: &mut io::BufReader<ReadCursor>,
+                    rec: u64|
+     -> io::Result<(u64, Vec<u8>)> {
+        let file = fs.file(f, rec).map_err(err)?;
+        let item = file
+            .data(f, "")
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("record {rec} has no data"),
+                )
+            })?
+            .map_err(err)?;
+        let attr = item.to_attribute().map_err(err)?;
+        let value_len = attr.value_length();
+        let mut bytes = Vec::new();
+        if rec == BITMAP_RECORD {
+            attr.value(f)
+                .map_err(err)?
+                .attach(f)
+                .read_to_end(&mut bytes)?;
+        }
+        Ok((value_len, bytes))
+    };
     let (mft_len, _) = data_len(fs, f, MFT_RECORD)?;
     let (_, bitmap) = data_len(fs, f, BITMAP_RECORD)?;
     let total_clusters = fs.size() / fs.cluster_size() as u64;
@@ -125,7 +97,7 @@ pub fn summary(disk: &dyn ReadAt, offset: u64, len: u64) -> io::Result<NtfsSumma
 /// An open volume for looking up paths and reading files (for `inspect`).
 pub struct VolumeReader<'a> {
     fs: ntfs::Ntfs,
-    f: io::BufReader<Cursor<'a>>,
+    f: io::BufReader<ReadCursor<'a>>,
 }
 
 /// $Root's file record number.
@@ -133,15 +105,7 @@ const ROOT_RECORD: u64 = 5;
 
 impl<'a> VolumeReader<'a> {
     pub fn open(disk: &'a dyn ReadAt, offset: u64, len: u64) -> io::Result<VolumeReader<'a>> {
-        let mut f = io::BufReader::with_capacity(
-            64 << 10,
-            Cursor {
-                disk,
-                start: offset,
-                len,
-                pos: 0,
-            },
-        );
+        let mut f = io::BufReader::with_capacity(64 << 10, ReadCursor::new(disk, offset, len));
         let mut fs = ntfs::Ntfs::new(&mut f).map_err(err)?;
         fs.read_upcase_table(&mut f).map_err(err)?;
         Ok(VolumeReader { fs, f })
