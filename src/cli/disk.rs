@@ -146,6 +146,7 @@ fn create(a: CreateArgs, quiet: bool) -> anyhow::Result<()> {
         seed: a.seed.clone(),
         time: build_epoch()?,
         force: a.force,
+        progress: Default::default(),
     };
     let plan = disk::plan(&req)?;
     if a.dry_run {

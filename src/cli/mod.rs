@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing and the commands' front ends.
 
 pub mod bcd;
+pub mod build;
 pub mod convert;
 pub mod disk;
 pub mod inspect;
@@ -31,6 +32,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build a Nano Server image from the installation media: packages, drivers, settings,
+    /// container base images and boot files, into a .vhdx, .img, .vhd or .wim.
+    #[command(after_help = build::AFTER_HELP)]
+    Build(build::BuildArgs),
     /// Create, fill and lay out virtual disks.
     #[command(subcommand)]
     Disk(disk::DiskCommand),
@@ -58,6 +63,7 @@ pub enum Command {
 /// Run the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Build(a) => build::run(a, cli.quiet),
         Command::Disk(c) => disk::run(c, cli.quiet),
         Command::Convert(a) => convert::run(a, cli.quiet),
         Command::Inspect(a) => inspect::run(a),

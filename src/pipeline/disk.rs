@@ -45,6 +45,8 @@ pub struct DiskRequest {
     pub seed: Option<String>,
     pub time: i64,
     pub force: bool,
+    /// Told the bytes of each file written into the Windows volume.
+    pub progress: ntfs::ProgressHook,
 }
 
 /// What was planned (and, after `write`, written).
@@ -142,6 +144,45 @@ pub fn plan(req: &DiskRequest) -> io::Result<DiskPlan> {
     }
     let wims = open_wims(req, &mut sb)?;
     let seed_bytes = seed::resolve(req.seed.as_deref(), sb);
+    let volume = if req.windows_wim.is_some() || !req.base_images.is_empty() {
+        let filetime = unix_to_filetime(req.time);
+        let mut tree = Tree::new(Meta::at(filetime));
+        tree.set_case_sensitive(req.case_sensitive);
+        let wim_report = match (&req.windows_wim, &wims.windows) {
+            (Some((path, index)), Some(w)) => Some(
+                tree_wim::add_image(&mut tree, Tree::ROOT, w, *index)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
+            ),
+            _ => None,
+        };
+        let store = containers::add_base_images(&mut tree, &wims.bases, filetime, &seed_bytes)?;
+        Some(VolumeContent {
+            tree,
+            wim: wim_report,
+            base_images: store,
+        })
+    } else {
+        None
+    };
+    plan_with(req, seed_bytes, volume, &|_, _| Ok(esp.clone()))
+}
+
+/// What the Windows partition is filled from.
+pub struct VolumeContent {
+    pub tree: Tree,
+    pub wim: Option<WimApplyReport>,
+    pub base_images: Vec<StoreEntry>,
+}
+
+/// Lay out the disk for `req` with the given seed and Windows volume content; `esp` gives
+/// the ESP files once the layout (and so every partition GUID) is known. Writes nothing; a
+/// volume that cannot fit is refused here.
+pub fn plan_with(
+    req: &DiskRequest,
+    seed_bytes: Vec<u8>,
+    volume: Option<VolumeContent>,
+    esp: &dyn Fn(&GptLayout, Option<&Tree>) -> io::Result<EspFiles>,
+) -> io::Result<DiskPlan> {
     let layout = gpt::plan_windows_layout(
         &WindowsLayoutRequest {
             disk_size: req.size,
@@ -154,40 +195,32 @@ pub fn plan(req: &DiskRequest) -> io::Result<DiskPlan> {
     let win = layout
         .partition(Role::Windows)
         .expect("the Windows layout has a Windows partition");
-    let (windows, tree) = if req.windows_wim.is_some() || !req.base_images.is_empty() {
-        let filetime = unix_to_filetime(req.time);
-        let mut tree = Tree::new(Meta::at(filetime));
-        tree.set_case_sensitive(req.case_sensitive);
-        let wim_report = match (&req.windows_wim, &wims.windows) {
-            (Some((path, index)), Some(w)) => Some(
-                tree_wim::add_image(&mut tree, Tree::ROOT, w, *index)
-                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
-            ),
-            _ => None,
-        };
-        let store = containers::add_base_images(&mut tree, &wims.bases, filetime, &seed_bytes)?;
-        let nopts = ntfs_options(&seed_bytes, win, req, filetime);
-        let check = ntfs::check_volume(&tree, &nopts).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "the Windows partition ({}) cannot hold the image: {e}; give a larger --size",
-                    Bytes(win.size())
-                ),
-            )
-        })?;
-        let plan = WindowsVolumePlan {
-            wim: wim_report,
-            base_images: store,
-            cluster_size: nopts.cluster_size,
-            used_bytes: check.used_clusters * nopts.cluster_size as u64,
-            mft_records: check.mft_records,
-            serial: format!("{:016X}", nopts.serial),
-        };
-        (Some(plan), Some(tree))
-    } else {
-        (None, None)
+    let (windows, tree) = match volume {
+        Some(v) => {
+            let filetime = unix_to_filetime(req.time);
+            let nopts = ntfs_options(&seed_bytes, win, req, filetime);
+            let check = ntfs::check_volume(&v.tree, &nopts).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "the Windows partition ({}) cannot hold the image: {e}; give a larger --size",
+                        Bytes(win.size())
+                    ),
+                )
+            })?;
+            let plan = WindowsVolumePlan {
+                wim: v.wim,
+                base_images: v.base_images,
+                cluster_size: nopts.cluster_size,
+                used_bytes: check.used_clusters * nopts.cluster_size as u64,
+                mft_records: check.mft_records,
+                serial: format!("{:016X}", nopts.serial),
+            };
+            (Some(plan), Some(v.tree))
+        }
+        None => (None, None),
     };
+    let esp = esp(&layout, tree.as_ref())?;
     Ok(DiskPlan {
         output: req.output.clone(),
         format: req.format,
@@ -335,7 +368,8 @@ pub fn write(plan: &DiskPlan, req: &DiskRequest) -> io::Result<()> {
             .layout
             .partition(Role::Windows)
             .expect("the Windows layout has a Windows partition");
-        let nopts = ntfs_options(&plan.seed_bytes, win, req, unix_to_filetime(req.time));
+        let mut nopts = ntfs_options(&plan.seed_bytes, win, req, unix_to_filetime(req.time));
+        nopts.progress = req.progress.clone();
         ntfs::write_volume(tree, &nopts, out.as_mut(), win.offset())?;
     }
     gpt::write_table(&plan.layout, &gpt_mem, TableCopy::Backup, out.as_mut())?;

@@ -103,6 +103,34 @@ pub struct NtfsOptions {
     pub prefetch_threads: usize,
     /// Bytes of file contents those workers may hold at once.
     pub prefetch_bytes: u64,
+    /// Told the size of each file content as it is written.
+    pub progress: ProgressHook,
+}
+
+/// A callback told how many content bytes were written (for progress bars).
+#[derive(Clone, Default)]
+pub struct ProgressHook(pub Option<std::sync::Arc<dyn Fn(u64) + Send + Sync>>);
+
+impl ProgressHook {
+    pub fn new(f: impl Fn(u64) + Send + Sync + 'static) -> ProgressHook {
+        ProgressHook(Some(std::sync::Arc::new(f)))
+    }
+
+    pub fn report(&self, n: u64) {
+        if let Some(f) = &self.0 {
+            f(n)
+        }
+    }
+}
+
+impl std::fmt::Debug for ProgressHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "ProgressHook(set)"
+        } else {
+            "ProgressHook(none)"
+        })
+    }
 }
 
 impl Default for NtfsOptions {
@@ -117,6 +145,7 @@ impl Default for NtfsOptions {
             time: 0,
             prefetch_threads: 4,
             prefetch_bytes: 64 << 20,
+            progress: ProgressHook::default(),
         }
     }
 }

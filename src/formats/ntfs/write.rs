@@ -88,6 +88,7 @@ impl Plan {
             self.opts.prefetch_bytes,
             8 << 20,
         );
+        let opts_progress = self.opts.progress.clone();
         let w = |out: &mut dyn WriteAt, off: u64, data: &[u8]| -> Result<(), Error> {
             out.write_at(off, data).map_err(|e| Error::Write {
                 offset: off,
@@ -204,6 +205,7 @@ impl Plan {
                         }
                     }
                     pf.release();
+                    opts_progress.report(size);
                 }
             }
         }

@@ -1,0 +1,396 @@
+//! `nanoforge build` end to end on the demo media: the container-host image boots under OVMF
+//! and its GRUB stand-in shows what the build installed; builds are reproducible; every
+//! failure exits non-zero with one line and leaves nothing behind; the `.wim` output equals
+//! the disk's Windows volume.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn template(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("templates")
+        .join(name)
+}
+
+/// Run a build in `dir` (relative output names stay relative, so reports can be compared).
+fn build(dir: &Path, args: &[&str]) -> std::process::Output {
+    run(nanoforge().current_dir(dir).arg("build").args(args))
+}
+
+fn build_ok(dir: &Path, args: &[&str]) {
+    let o = build(dir, args);
+    assert!(
+        o.status.success(),
+        "build {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Files in `dir`, sorted (to prove nothing was left behind).
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Bytes printed by GRUB's `hexdump` between two marker lines.
+fn hexdump_bytes(out: &str, begin: &str, end: &str) -> Vec<u8> {
+    let start = out
+        .find(begin)
+        .unwrap_or_else(|| panic!("no {begin:?} in:\n{out}"));
+    let stop = out[start..].find(end).expect("end marker") + start;
+    let mut bytes = Vec::new();
+    for line in out[start + begin.len()..stop].lines() {
+        let body = line.split('|').next().unwrap_or("");
+        let mut toks = body.split_whitespace();
+        let Some(off) = toks.next() else { continue };
+        let Ok(off) = usize::from_str_radix(off, 16) else {
+            continue;
+        };
+        assert_eq!(off, bytes.len(), "hexdump offsets are contiguous");
+        for t in toks {
+            bytes.push(u8::from_str_radix(t, 16).expect("hex byte"));
+        }
+    }
+    bytes
+}
+
+fn between<'a>(out: &'a str, begin: &str, end: &str) -> &'a str {
+    let start = out
+        .find(begin)
+        .unwrap_or_else(|| panic!("no {begin:?} in:\n{out}"))
+        + begin.len();
+    let stop = out[start..].find(end).expect("end marker") + start;
+    out[start..stop].trim()
+}
+
+#[test]
+fn demo_container_host_boots_with_everything_installed() {
+    require("grub-mkimage");
+    require("hivexget");
+    let dir = tempdir();
+    let d = dir.path();
+    let t = template("container-host.toml");
+    build_ok(
+        d,
+        &[
+            t.to_str().unwrap(),
+            "--media",
+            "demo",
+            "--computer-name",
+            "NANO-E2E",
+            "--size",
+            "2GiB",
+            "-o",
+            "host.vhdx",
+        ],
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&read(&d.join("host.vhdx.report.json"))).unwrap();
+    let out = common::boot::boot(&d.join("host.vhdx"), "vhdx", d);
+    assert!(
+        out.contains("NANOFORGE DEMO BOOT MANAGER STAND-IN"),
+        "{out}"
+    );
+    assert!(out.contains("NANOFORGE DEMO BOOT DONE"), "{out}");
+    // The BCD store bcdboot would write is on the ESP.
+    let esp_listing = between(&out, "esp=", "windows=");
+    assert!(esp_listing.contains("BCD"), "{esp_listing}");
+    // The computer name, read by hivex from the SYSTEM hive bytes GRUB found and printed.
+    let hive = hexdump_bytes(&out, "BEGIN SYSTEM HIVE", "END SYSTEM HIVE");
+    assert!(hive.starts_with(b"regf"), "SYSTEM hive as printed by GRUB");
+    let hf = d.join("SYSTEM");
+    std::fs::write(&hf, &hive).unwrap();
+    let name = run_ok(tool("hivexget").arg(&hf).args([
+        "\\ControlSet001\\Control\\ComputerName\\ComputerName",
+        "ComputerName",
+    ]));
+    assert_eq!(name.trim(), "NANO-E2E");
+    // One file installed by each of the four packages.
+    let files = out.matches("BEGIN PACKAGE FILE").count();
+    assert_eq!(files, 4, "{out}");
+    for chunk in out.split("BEGIN PACKAGE FILE").skip(1) {
+        let body = chunk.split("END PACKAGE FILE").next().unwrap();
+        assert!(
+            body.contains("nanoforge demo package file"),
+            "a package file was not found or is wrong: {body}"
+        );
+    }
+    // The base image's metadata.json.
+    let meta = between(&out, "BEGIN METADATA", "END METADATA");
+    let json = &meta[meta.find('{').expect("a JSON object")..];
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["Name"], "NanoServer");
+    assert_eq!(v["Version"], "10.0.14393.0");
+    // The report names the four packages and no secret.
+    let pk: Vec<&str> = report["servicing"]["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for want in ["Guest", "Compute", "OEM-Drivers", "Containers"] {
+        assert!(pk.contains(&want), "{pk:?}");
+    }
+}
+
+#[test]
+fn builds_are_reproducible_and_the_seed_changes_every_guid() {
+    let a = tempdir();
+    let b = tempdir();
+    let t = template("hyperv-guest.toml");
+    let args = [
+        t.to_str().unwrap(),
+        "--media",
+        "demo",
+        "--size",
+        "1GiB",
+        "-o",
+        "nano.vhdx",
+    ];
+    build_ok(a.path(), &args);
+    build_ok(b.path(), &args);
+    assert!(read(&a.path().join("nano.vhdx")) == read(&b.path().join("nano.vhdx")));
+    assert_eq!(
+        read(&a.path().join("nano.vhdx.report.json")),
+        read(&b.path().join("nano.vhdx.report.json"))
+    );
+    // Different seeds: every GUID of the disk differs (raw output so sgdisk reads it).
+    let guids = |seed: &str| -> Vec<String> {
+        let o = format!("s-{seed}.img");
+        build_ok(
+            a.path(),
+            &[
+                t.to_str().unwrap(),
+                "--media",
+                "demo",
+                "--size",
+                "1GiB",
+                "--seed",
+                seed,
+                "-o",
+                &o,
+            ],
+        );
+        let img = a.path().join(&o);
+        let mut v = Vec::new();
+        let disk = run_ok(tool("sgdisk").arg("-p").arg(&img));
+        v.push(
+            disk.lines()
+                .find(|l| l.starts_with("Disk identifier (GUID)"))
+                .unwrap()
+                .to_string(),
+        );
+        for n in 1..=3 {
+            let i = run_ok(tool("sgdisk").arg(format!("-i{n}")).arg(&img));
+            v.push(
+                i.lines()
+                    .find(|l| l.starts_with("Partition unique GUID"))
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        v
+    };
+    let (x, y) = (guids("one"), guids("two"));
+    assert_eq!(x.len(), 4);
+    for (p, q) in x.iter().zip(&y) {
+        assert_ne!(p, q);
+    }
+}
+
+/// A build that must fail: non-zero exit, one line on stderr naming `needle`, and `dir`
+/// unchanged.
+fn fails(dir: &Path, args: &[&str], needle: &str) {
+    let before = listing(dir);
+    let o = build(dir, args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{args:?} succeeded");
+    assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: {err}");
+    assert_eq!(listing(dir), before, "{args:?} left files behind");
+}
+
+#[test]
+fn failures_are_one_line_and_leave_nothing() {
+    let dir = tempdir();
+    let d = dir.path();
+    let media = d.join("media");
+    run_ok(nanoforge().args(["media", "demo", "--no-grub"]).arg(&media));
+    let m = media.to_str().unwrap();
+    let out = d.join("out");
+    std::fs::create_dir(&out).unwrap();
+    fails(
+        &out,
+        &["--media", "/nonexistent/media", "-o", "x.vhdx"],
+        "/nonexistent/media",
+    );
+    fails(
+        &out,
+        &["--media", m, "--package", "Nope", "-o", "x.vhdx"],
+        "Nope",
+    );
+    fails(
+        &out,
+        &[
+            "--media",
+            m,
+            "--edition",
+            "Standard",
+            "--package",
+            "ShieldedVM",
+            "-o",
+            "x.vhdx",
+        ],
+        "ShieldedVM",
+    );
+    fails(
+        &out,
+        &["--media", m, "--edition", "Enterprise", "-o", "x.vhdx"],
+        "Enterprise",
+    );
+    fails(
+        &out,
+        &["--media", m, "--size", "120MiB", "-o", "x.vhdx"],
+        "--size",
+    );
+    fails(&out, &["--media", m, "-o", "x.qcow2"], ".vhdx");
+    std::fs::write(out.join("afile"), b"x").unwrap();
+    fails(&out, &["--media", m, "-o", "afile/x.vhdx"], "afile");
+    std::fs::remove_file(out.join("afile")).unwrap();
+
+    // A missing language pack.
+    let lp = media.join("NanoServer/Packages/en-us/Microsoft-NanoServer-Compute-Package_en-us.cab");
+    let saved = read(&lp);
+    std::fs::remove_file(&lp).unwrap();
+    fails(
+        &out,
+        &["--media", m, "--compute", "-o", "x.vhdx"],
+        "Compute",
+    );
+    std::fs::write(&lp, saved).unwrap();
+
+    // A corrupt WIM: damage the blob table's first bytes.
+    let wim = media.join("NanoServer/NanoServer.wim");
+    let mut bytes = read(&wim);
+    let table = u64::from_le_bytes(bytes[0x38..0x40].try_into().unwrap()) as usize;
+    for b in &mut bytes[table..table + 64] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&wim, &bytes).unwrap();
+    fails(&out, &["--media", m, "-o", "x.vhdx"], "NanoServer.wim");
+}
+
+#[test]
+fn an_interrupted_build_leaves_nothing() {
+    let dir = tempdir();
+    let d = dir.path();
+    // A large (sparse) docker tarball makes the write phase last long enough to interrupt.
+    let inputs = tempdir();
+    let tar = inputs.path().join("image.tar");
+    std::fs::File::create(&tar)
+        .unwrap()
+        .set_len(6 << 30)
+        .unwrap();
+    let mut child = nanoforge()
+        .current_dir(d)
+        .args([
+            "build",
+            "--media",
+            "demo",
+            "--size",
+            "10GiB",
+            "--docker-image",
+        ])
+        .arg(&tar)
+        .args(["-o", "big.vhdx"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the temporary output exists, then interrupt.
+    let start = std::time::Instant::now();
+    while listing(d).iter().all(|n| !n.contains("big.vhdx")) {
+        if child.try_wait().unwrap().is_some() || start.elapsed().as_secs() > 120 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    run_ok(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert_eq!(listing(d), Vec::<String>::new());
+}
+
+#[test]
+fn wim_output_equals_the_disk_windows_volume() {
+    let dir = tempdir();
+    let d = dir.path();
+    let t = template("container-host.toml");
+    let common = [
+        t.to_str().unwrap(),
+        "--media",
+        "demo",
+        "--size",
+        "1GiB",
+        "--seed",
+        "w",
+    ];
+    build_ok(d, &[&common[..], &["-o", "host.wim"]].concat());
+    build_ok(d, &[&common[..], &["-o", "host.img"]].concat());
+    run_ok(tool("wimlib-imagex").arg("verify").arg(d.join("host.wim")));
+    // Cut the Windows partition (the third) out of the raw disk.
+    let info = run_ok(tool("sgdisk").arg("-i3").arg(d.join("host.img")));
+    let field = |name: &str| -> u64 {
+        let l = info.lines().find(|l| l.starts_with(name)).unwrap();
+        l.split(':')
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (first, last) = (field("First sector"), field("Last sector"));
+    let img = read(&d.join("host.img"));
+    let part = d.join("windows.ntfs");
+    std::fs::write(
+        &part,
+        &img[(first * 512) as usize..((last + 1) * 512) as usize],
+    )
+    .unwrap();
+    drop(img);
+    let (a, b) = (d.join("from-wim"), d.join("from-disk"));
+    run_ok(
+        tool("wimlib-imagex")
+            .arg("apply")
+            .arg(d.join("host.wim"))
+            .arg("1")
+            .arg(&a),
+    );
+    run_ok(
+        tool("wimlib-imagex")
+            .arg("capture")
+            .arg(&part)
+            .arg(d.join("vol.wim")),
+    );
+    run_ok(
+        tool("wimlib-imagex")
+            .arg("apply")
+            .arg(d.join("vol.wim"))
+            .arg("1")
+            .arg(&b),
+    );
+    run_ok(
+        tool("diff")
+            .arg("-r")
+            .arg("--no-dereference")
+            .arg(&a)
+            .arg(&b),
+    );
+}
