@@ -343,28 +343,8 @@ fn wim_output_equals_the_disk_windows_volume() {
     build_ok(d, &[&common[..], &["-o", "host.wim"]].concat());
     build_ok(d, &[&common[..], &["-o", "host.img"]].concat());
     run_ok(tool("wimlib-imagex").arg("verify").arg(d.join("host.wim")));
-    // Cut the Windows partition (the third) out of the raw disk.
-    let info = run_ok(tool("sgdisk").arg("-i3").arg(d.join("host.img")));
-    let field = |name: &str| -> u64 {
-        let l = info.lines().find(|l| l.starts_with(name)).unwrap();
-        l.split(':')
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let (first, last) = (field("First sector"), field("Last sector"));
-    let img = read(&d.join("host.img"));
     let part = d.join("windows.ntfs");
-    std::fs::write(
-        &part,
-        &img[(first * 512) as usize..((last + 1) * 512) as usize],
-    )
-    .unwrap();
-    drop(img);
+    windows_partition(&d.join("host.img"), &part);
     let (a, b) = (d.join("from-wim"), d.join("from-disk"));
     run_ok(
         tool("wimlib-imagex")
@@ -393,4 +373,103 @@ fn wim_output_equals_the_disk_windows_volume() {
             .arg(&a)
             .arg(&b),
     );
+}
+
+/// The Windows partition (the third) of a raw disk, cut out to a file.
+fn windows_partition(img: &Path, to: &Path) {
+    let info = run_ok(tool("sgdisk").arg("-i3").arg(img));
+    let field = |name: &str| -> u64 {
+        let l = info.lines().find(|l| l.starts_with(name)).unwrap();
+        l.split(':')
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (first, last) = (field("First sector"), field("Last sector"));
+    let bytes = read(img);
+    std::fs::write(
+        to,
+        &bytes[(first * 512) as usize..((last + 1) * 512) as usize],
+    )
+    .unwrap();
+}
+
+fn ntfscat(vol: &Path, path: &str) -> Vec<u8> {
+    let o = run(tool("ntfscat").arg(vol).arg(path));
+    assert!(
+        o.status.success(),
+        "ntfscat {path}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}
+
+#[test]
+fn docker_tarball_first_boot_setup_and_secrets() {
+    let dir = tempdir();
+    let d = dir.path();
+    let tar = d.join("app.tar");
+    std::fs::write(&tar, b"pretend docker save tarball\n").unwrap();
+    let pw = d.join("pw.txt");
+    std::fs::write(&pw, "S3cret-Pa55word!\n").unwrap();
+    let t = template("container-host.toml");
+    let args = [
+        t.to_str().unwrap(),
+        "--media",
+        "demo",
+        "--size",
+        "1GiB",
+        "--docker-image",
+        tar.to_str().unwrap(),
+        "--admin-password-file",
+        pw.to_str().unwrap(),
+        "-v",
+        "-o",
+        "host.img",
+    ];
+    let o = build(d, &args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dry = build(d, &[&args[..], &["--dry-run", "--json"]].concat());
+    assert!(dry.status.success());
+    let report = String::from_utf8(read(&d.join("host.img.report.json"))).unwrap();
+    for text in [
+        report.as_str(),
+        &String::from_utf8_lossy(&o.stdout),
+        &String::from_utf8_lossy(&o.stderr),
+        &String::from_utf8_lossy(&dry.stdout),
+    ] {
+        assert!(!text.contains("S3cret-Pa55word!"), "the password leaked");
+    }
+    let v: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let steps = v["windows_only_steps"].as_array().unwrap();
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.as_str().unwrap().contains("code-integrity")),
+        "{steps:?}"
+    );
+    let vol = d.join("win.ntfs");
+    windows_partition(&d.join("host.img"), &vol);
+    assert_eq!(
+        ntfscat(&vol, "ProgramData/nanoforge/docker/app.tar"),
+        read(&tar)
+    );
+    let script =
+        String::from_utf8(ntfscat(&vol, "Windows/Setup/Scripts/SetupComplete.cmd")).unwrap();
+    assert!(
+        script.contains("docker load -i \"C:\\ProgramData\\nanoforge\\docker\\app.tar\""),
+        "{script}"
+    );
+    assert!(script.contains("sc.exe start vmms"), "{script}");
+    // The store holds the demo base image.
+    let meta = ntfscat(
+        &vol,
+        "ProgramData/Microsoft/Windows/Images/CN=Microsoft_NanoServer_10.0.14393.0/metadata.json",
+    );
+    let m: serde_json::Value = serde_json::from_slice(&meta).unwrap();
+    assert_eq!(m["Name"], "NanoServer");
 }

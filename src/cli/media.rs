@@ -112,10 +112,12 @@ fn demo(a: DemoArgs, quiet: bool) -> anyhow::Result<()> {
         .prefix(".nanoforge-demo-")
         .tempdir_in(&parent)
         .with_context(|| format!("creating a folder in {}", parent.display()))?;
+    let guard = crate::core::output::PendingDir::register(tmp.path());
     let report = write_media(tmp.path(), &DemoOptions { no_grub: a.no_grub })?;
     let _ = std::fs::remove_dir(&a.dir);
     std::fs::rename(tmp.path(), &a.dir)
         .with_context(|| format!("moving the demo media to {}", a.dir.display()))?;
+    drop(guard);
     std::mem::forget(tmp);
     if !quiet {
         println!(

@@ -119,10 +119,32 @@ fn forget(p: &Path) {
     lock().retain(|x| x != p);
 }
 
+/// A temporary folder (scratch work, or an output folder being filled) removed with its
+/// contents on interrupt; dropping the guard forgets it (the owner removes or keeps it).
+#[derive(Debug)]
+pub struct PendingDir(PathBuf);
+
+impl PendingDir {
+    pub fn register(dir: &Path) -> PendingDir {
+        lock().push(dir.to_path_buf());
+        PendingDir(dir.to_path_buf())
+    }
+}
+
+impl Drop for PendingDir {
+    fn drop(&mut self) {
+        forget(&self.0);
+    }
+}
+
 /// Remove every temporary output still in progress (called on interrupt).
 pub fn remove_all_pending() {
     for p in lock().drain(..) {
-        let _ = fs::remove_file(p);
+        if p.is_dir() {
+            let _ = fs::remove_dir_all(p);
+        } else {
+            let _ = fs::remove_file(p);
+        }
     }
 }
 

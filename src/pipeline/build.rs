@@ -162,7 +162,7 @@ pub struct Plan {
     seed_bytes: Vec<u8>,
     /// Keeps generated demo media alive until the build is written.
     #[serde(skip)]
-    _demo: Option<tempfile::TempDir>,
+    _demo: Option<(tempfile::TempDir, Option<crate::core::output::PendingDir>)>,
 }
 
 /// The report written next to the output.
@@ -538,11 +538,14 @@ pub fn plan(req: &BuildRequest) -> io::Result<Plan> {
     let media_arg = c.text("media").ok_or_else(|| {
         invalid("no media: pass --media DIR (the installation media root) or --media demo")
     })?;
+    let mut demo_guard = None;
     let (root, demo) = if media_arg == "demo" {
         let dir = tempfile::Builder::new()
             .prefix(".nanoforge-demo-media-")
             .tempdir()?;
+        let guard = crate::core::output::PendingDir::register(dir.path());
         crate::pipeline::demo::write_media(dir.path(), &Default::default())?;
+        demo_guard = Some(guard);
         notes.push(
             "media: the built-in demo media (synthetic files made by nanoforge, not Microsoft's)"
                 .into(),
@@ -939,7 +942,7 @@ pub fn plan(req: &BuildRequest) -> io::Result<Plan> {
         request,
         image_info: info,
         seed_bytes,
-        _demo: demo,
+        _demo: demo.map(|d| (d, demo_guard)),
     })
 }
 

@@ -358,6 +358,200 @@ fn wim_to_vhdx(dir: &Path, nf: &Path, wim: &Path, label: &str) -> Result<Row> {
     Ok(r)
 }
 
+/// Paths (image-relative, for a wimlib exclusion list) of names that collide with an
+/// earlier name of the same folder when case is ignored: Windows reaches only one of each.
+fn case_collisions(sources: &[(&str, &str)]) -> Vec<String> {
+    fn walk(host: &Path, image: &str, out: &mut Vec<String>) {
+        let Ok(rd) = fs::read_dir(host) else { return };
+        let mut names: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let mut seen = std::collections::HashSet::new();
+        for n in names {
+            let p = format!("{image}/{n}");
+            if !seen.insert(n.to_lowercase()) {
+                out.push(p);
+                continue;
+            }
+            let h = host.join(&n);
+            if h.is_dir() && !h.is_symlink() {
+                walk(&h, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (src, dst) in sources {
+        walk(Path::new(src), dst.trim_end_matches('/'), &mut out);
+    }
+    out
+}
+
+/// A container base image WIM holding the demo base image's Windows tree (its hives) and
+/// `sources`, with the XML fields a base image needs. Made once with wimlib.
+fn base_image_wim(dir: &Path, nf: &Path, demo: &Path, sources: &[(&str, &str)]) -> Result<PathBuf> {
+    let wim = dir.join("base-usr-lzx.wim");
+    if wim.exists() {
+        return Ok(wim);
+    }
+    let base_dir = dir.join("demo-base-tree");
+    let _ = fs::remove_dir_all(&base_dir);
+    let st = Command::new("wimlib-imagex")
+        .arg("apply")
+        .arg(demo.join("BaseImages/NanoServer-demo.wim"))
+        .arg("1")
+        .arg(&base_dir)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if !st.success() {
+        bail!("wimlib-imagex apply of the demo base image failed");
+    }
+    let mut all: Vec<(&str, &str)> = vec![(base_dir.to_str().unwrap(), "/")];
+    all.extend_from_slice(sources);
+    let list = dir.join("base-usr-lzx.wim.sources");
+    fs::write(
+        &list,
+        all.iter()
+            .map(|(s, d)| format!("{s} {d}\n"))
+            .collect::<String>(),
+    )?;
+    let config = dir.join("base-exclusions.txt");
+    let mut cfg = windows_names_only();
+    for p in case_collisions(sources) {
+        cfg.push_str(&p);
+        cfg.push('\n');
+    }
+    fs::write(&config, cfg)?;
+    let tmp = dir.join("base-usr-lzx.wim.partial");
+    eprintln!("making {} with wimlib (once) ...", wim.display());
+    let st = Command::new("wimlib-imagex")
+        .arg("capture")
+        .arg(&list)
+        .arg(&tmp)
+        .arg("NanoServer")
+        .arg("--source-list")
+        .arg(format!("--config={}", config.display()))
+        .arg("--compress=lzx")
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if !st.success() {
+        bail!("wimlib-imagex capture of the base image failed");
+    }
+    let st = Command::new("wimlib-imagex")
+        .arg("info")
+        .arg(&tmp)
+        .arg("1")
+        .args([
+            "--image-property",
+            "WINDOWS/EDITIONID=ServerDatacenterNano",
+            "--image-property",
+            "WINDOWS/VERSION/MAJOR=10",
+            "--image-property",
+            "WINDOWS/VERSION/MINOR=0",
+            "--image-property",
+            "WINDOWS/VERSION/BUILD=14393",
+            "--image-property",
+            "WINDOWS/VERSION/SPBUILD=0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if !st.success() {
+        bail!("wimlib-imagex info --image-property failed");
+    }
+    fs::rename(&tmp, &wim)?;
+    let _ = fs::remove_dir_all(&base_dir);
+    let _ = nf;
+    Ok(wim)
+}
+
+/// `nanoforge build` of the container-host template on the demo media (optionally with a
+/// large base image) against the peer pipeline on the same inputs: mkntfs + wimlib-imagex
+/// apply of the OS image, mkntfs + wimlib-imagex apply of the base image (wimlib applies an
+/// image only to the root of an NTFS volume without a mount, so it gets a second volume),
+/// then qemu-img convert of both volumes to VHDX. The peer does less than we do (no
+/// packages, settings, store metadata or boot files).
+fn build_case(dir: &Path, nf: &Path, demo: &Path, base: &Path, label: &str) -> Result<Row> {
+    let template = fs::canonicalize("templates/container-host.toml")?;
+    let out = dir.join("ours-build.vhdx");
+    let (vol, vol2, p1, p2) = (
+        dir.join("peer-os.ntfs"),
+        dir.join("peer-base.ntfs"),
+        dir.join("peer-os.vhdx"),
+        dir.join("peer-base.vhdx"),
+    );
+    let size = "16GiB";
+    let os_wim = demo.join("NanoServer/NanoServer.wim");
+    let (mut ours, mut peer, mut rss) = (Vec::new(), Vec::new(), 0);
+    // The peer's volumes: as large as our Windows partition.
+    let vol_size = (16u64 << 30) - (300 << 20);
+    for _ in 0..ROUNDS {
+        for p in [&out, &vol, &vol2, &p1, &p2] {
+            let _ = fs::remove_file(p);
+        }
+        let m = measure(&[
+            nf.to_str().unwrap(),
+            "build",
+            "-q",
+            template.to_str().unwrap(),
+            "--media",
+            demo.to_str().unwrap(),
+            "--base-image",
+            base.to_str().unwrap(),
+            "--size",
+            size,
+            "--force",
+            "-o",
+            out.to_str().unwrap(),
+        ])?;
+        ours.push(m.secs);
+        rss = rss.max(m.peak_rss_kib);
+        let start = Instant::now();
+        for (v, w, idx, o) in [
+            (&vol, &os_wim, "2", &p1),
+            (&vol2, &base.to_path_buf(), "1", &p2),
+        ] {
+            fs::File::create(v)?.set_len(vol_size)?;
+            for cmd in [
+                vec!["mkntfs", "-F", "-Q", "-q", v.to_str().unwrap()],
+                vec![
+                    "wimlib-imagex",
+                    "apply",
+                    w.to_str().unwrap(),
+                    idx,
+                    v.to_str().unwrap(),
+                ],
+                vec![
+                    "qemu-img",
+                    "convert",
+                    "-O",
+                    "vhdx",
+                    v.to_str().unwrap(),
+                    o.to_str().unwrap(),
+                ],
+            ] {
+                let r = Command::new(cmd[0]).args(&cmd[1..]).output()?;
+                if !r.status.success() {
+                    bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&r.stderr));
+                }
+            }
+        }
+        peer.push(start.elapsed().as_secs_f64());
+    }
+    let r = Row {
+        name: format!("build container-host, {label}"),
+        ours: median(ours),
+        peer: median(peer),
+        ours_size: allocated(&out)?,
+        peer_size: allocated(&p1)? + allocated(&p2)?,
+        ours_rss: rss,
+    };
+    for p in [&vol, &vol2] {
+        let _ = fs::remove_file(p);
+    }
+    Ok(r)
+}
+
 fn wim_label(wim: &Path) -> Result<String> {
     let o = Command::new("wimlib-imagex")
         .arg("info")
@@ -439,6 +633,25 @@ pub fn run(args: &[String]) -> Result<()> {
                 rows.push(wim_to_vhdx(&dir, &nf, &large, &wim_label(&large)?)?);
             }
         }
+    }
+    if want("build") {
+        let demo = dir.join("demo-media");
+        if !demo.exists() {
+            let st = Command::new(&nf)
+                .args(["media", "demo", "-q"])
+                .arg(&demo)
+                .status()?;
+            if !st.success() {
+                bail!("nanoforge media demo failed");
+            }
+        }
+        let demo = fs::canonicalize(&demo)?;
+        let small = demo.join("BaseImages/NanoServer-demo.wim");
+        rows.push(build_case(&dir, &nf, &demo, &small, "demo media")?);
+        let sources = if quick { SMALL_SOURCES } else { BENCH_SOURCES };
+        let large = base_image_wim(&dir, &nf, &demo, sources)?;
+        let label = format!("demo media + base image of {}", wim_label(&large)?);
+        rows.push(build_case(&dir, &nf, &demo, &large, &label)?);
     }
     println!(
         "{:<55} {:>9} {:>9} {:>7} {:>11} {:>11} {:>7} {:>10}",

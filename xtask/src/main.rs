@@ -39,18 +39,21 @@ cargo xtask <task>
 
 tasks:
   deps    apt-get update, then install every oracle tool the tests use (one apt-get install)
-  demo    build nanoforge (release) and run the main job on built-in demo input:
-          a 10 GiB VHDX in demo-out/ with a populated ESP, then inspect it
+  demo    build nanoforge (release) and run the main job on the built-in demo media:
+          `nanoforge build templates/container-host.toml --media demo -o
+          demo-out/container-host.vhdx`, then inspect the result
   test    cargo fmt --check, cargo clippy -D warnings, then every test (CI=true makes a
           missing tool a failure)
   fuzz [--seconds N]
           time-boxed mutation loop (default 60 s) over WIM and disk image readers through
           the binary; panics, signals and hangs are findings, saved in bench-out/fuzz/
-  bench [vhdx|wim|apply]... [--quick]
+  bench [vhdx|wim|apply|build]... [--quick]
           benchmarks against the peer tools, same input, same run; prints ratios.
           vhdx: raw → VHDX against qemu-img convert; wim: wim verify against wimlib-imagex
           verify (LZX and LZMS solid); apply: WIM → VHDX against mkntfs + wimlib-imagex
-          apply + qemu-img convert. The bench WIMs are captured from /usr once and kept in
+          apply + qemu-img convert; build: the container-host build on the demo media, alone
+          and with a large base image, against mkntfs + wimlib-imagex apply (OS and base
+          image) + qemu-img convert. The bench WIMs are captured from /usr once and kept in
           bench-out/. --quick uses smaller inputs.
 ";
 
@@ -154,27 +157,17 @@ fn test() -> Result<()> {
 
 fn demo() -> Result<()> {
     run(Command::new("cargo").args(["build", "--release", "--quiet", "-p", "nanoforge"]))?;
-    let out = std::path::Path::new("demo-out");
-    let esp = out.join("esp/EFI/Boot");
-    std::fs::create_dir_all(&esp)?;
-    std::fs::write(
-        esp.join("README.txt"),
-        "nanoforge demo ESP: stands in for the boot files a Windows image provides.\r\n",
-    )?;
+    std::fs::create_dir_all("demo-out")?;
     let nf = "target/release/nanoforge";
     run(Command::new(nf).args([
-        "disk",
-        "create",
-        "--size",
-        "10GiB",
-        "--force",
-        "--seed",
+        "build",
+        "templates/container-host.toml",
+        "--media",
         "demo",
-        "--esp-dir",
-        "demo-out/esp",
+        "--force",
         "-o",
-        "demo-out/demo.vhdx",
+        "demo-out/container-host.vhdx",
     ]))?;
-    run(Command::new(nf).args(["inspect", "demo-out/demo.vhdx"]))?;
+    run(Command::new(nf).args(["inspect", "demo-out/container-host.vhdx"]))?;
     Ok(())
 }
