@@ -247,16 +247,3 @@ mod tests {
         }
     }
 }
-// TEMP-STUB
-pub struct ImageSpec<'a> {
-    pub tree: &'a crate::tree::Tree,
-    pub options: CaptureOptions,
-}
-pub fn write_wim<W: Write + Seek>(
-    _out: &mut W,
-    _images: &[ImageSpec],
-    _boot: u32,
-    _p: &dyn Fn(u64),
-) -> io::Result<()> {
-    Err(io::Error::other("stub"))
-}
