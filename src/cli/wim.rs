@@ -511,12 +511,7 @@ fn capture(a: CaptureArgs, quiet: bool) -> anyhow::Result<()> {
         display_description: a.display_description,
         last_modification_time: None,
     };
-    let total: u64 = tree
-        .nodes()
-        .map(|(_, n)| {
-            n.data.content.len() + n.streams.values().map(|s| s.content.len()).sum::<u64>()
-        })
-        .sum();
+    let total = wim::write::stream_bytes(&tree);
     let (pending, mut file) = PendingOutput::create(&a.out, a.force)?;
     let pb = crate::cli::progress::bytes("capture", total, quiet);
     let images = [wim::write::ImageSpec {
@@ -561,10 +556,15 @@ fn export(a: ExportArgs, quiet: bool) -> anyhow::Result<()> {
         time,
         ..Default::default()
     };
+    // Each distinct stream once: total bytes less the extra links' share.
     let total = w
         .images()
         .get(a.index - 1)
-        .and_then(|i| i.total_bytes)
+        .map(|i| {
+            i.total_bytes
+                .unwrap_or(0)
+                .saturating_sub(i.hard_link_bytes.unwrap_or(0))
+        })
         .unwrap_or(0);
     let (pending, mut file) = PendingOutput::create(&a.out, a.force)?;
     let pb = crate::cli::progress::bytes("export", total, quiet);

@@ -435,6 +435,12 @@ fn tree_sources(tree: &Tree) -> Vec<(usize, usize, Src<'_>)> {
     v
 }
 
+/// Bytes of all streams of `tree` (data, named streams, reparse data): the total that
+/// [`write_wim`] reports to its progress callback for this tree.
+pub fn stream_bytes(tree: &Tree) -> u64 {
+    tree_sources(tree).iter().map(|(_, _, s)| s.len()).sum()
+}
+
 /// Write a complete WIM holding `images` (numbered from 1 in the order given) to `out`,
 /// starting at offset 0. `boot_index` is 0 or the 1-based bootable image. `progress`
 /// receives the uncompressed byte counts of data as it is processed.
@@ -576,6 +582,12 @@ pub fn write_wim<W: Write + Seek>(
             ));
         }
         b.reshdr = hdr;
+    }
+
+    // Streams that were duplicates of a written blob count as processed too.
+    let all: u64 = flat.iter().map(Src::len).sum();
+    if all > bytes_in {
+        progress(all - bytes_in);
     }
 
     // Metadata resources.
@@ -919,7 +931,7 @@ fn build_metadata(
             st.dirs += 1;
         } else {
             st.files += 1;
-            if !seen.insert(e.node.0) {
+            if groups.contains_key(&e.node.0) && !seen.insert(e.node.0) {
                 st.hard_link_bytes += bytes;
             }
         }
@@ -1148,5 +1160,250 @@ mod tests {
                 );
             }
         }
+    }
+
+    use crate::tree::{Meta, Reparse};
+
+    /// Stream hashes and blob sizes of a tree, as `write_wim` computes them.
+    fn hashes(tree: &Tree) -> (Vec<NodeHashes>, HashMap<Sha1, u64>) {
+        let mut nh = vec![NodeHashes::default(); tree.len()];
+        let mut sizes = HashMap::new();
+        for (node, slot, src) in tree_sources(tree) {
+            let h = hash_src(src).unwrap();
+            sizes.insert(h, src.len());
+            match slot {
+                0 => nh[node].reparse = Some(h),
+                1 => nh[node].data = h,
+                _ => {
+                    let name = tree.node(NodeId(node)).streams.keys().nth(slot - 2);
+                    nh[node].named.push((utf16(name.unwrap()), h));
+                }
+            }
+        }
+        (nh, sizes)
+    }
+
+    fn small_tree() -> Tree {
+        let mut t = Tree::new(Meta::at(5));
+        let sd = t.add_security(&[
+            1, 0, 4, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9,
+        ]);
+        let d = t.add_dir(Tree::ROOT, "dir", Meta::at(6)).unwrap();
+        t.add_dir(d, "empty", Meta::at(7)).unwrap();
+        let f = t
+            .add_with_dos_name(d, "Long name.txt", "LONGNA~1.TXT", false, Meta::at(8))
+            .unwrap();
+        t.set_data(f, Content::bytes(b"data".to_vec())).unwrap();
+        t.add_stream(f, "ads", Content::bytes(b"ads".to_vec()))
+            .unwrap();
+        t.add_hard_link(f, Tree::ROOT, "link", None).unwrap();
+        let mut m = Meta::at(9);
+        m.security = Some(sd.unwrap());
+        m.reparse = Some(Reparse {
+            tag: 0xA000_000C,
+            data: vec![1, 2, 3],
+        });
+        t.add_file(Tree::ROOT, "B", m, Content::Empty).unwrap();
+        t
+    }
+
+    #[test]
+    fn stream_entries_follow_the_dism_rules() {
+        let t = small_tree();
+        let (nh, _) = hashes(&t);
+        let id = |p: &str| t.lookup(p).unwrap();
+        // Unnamed data + a named stream: main hash zero, unnamed entry first.
+        let (main, extra) =
+            node_streams(&t, id("dir/Long name.txt"), &nh[id("dir/Long name.txt").0]);
+        assert_eq!(main, ZERO_HASH);
+        assert_eq!(extra.len(), 2);
+        assert_eq!(extra[0].0, None);
+        assert_eq!(extra[1].0.as_deref(), Some(&utf16("ads")[..]));
+        // A reparse point without data: the reparse hash is the main hash.
+        let (main, extra) = node_streams(&t, id("B"), &nh[id("B").0]);
+        let want: Sha1 = Sha1Hasher::digest([1u8, 2, 3]).into();
+        assert_eq!(main, want);
+        assert!(extra.is_empty());
+        // Directories carry no unnamed data stream.
+        let (main, extra) = node_streams(&t, id("dir"), &nh[id("dir").0]);
+        assert_eq!((main, extra.len()), (ZERO_HASH, 0));
+    }
+
+    #[test]
+    fn metadata_reads_back_with_the_wim_reader() {
+        use super::super::metadata::{ImageTree, StreamKind};
+        let t = small_tree();
+        let (nh, sizes) = hashes(&t);
+        let (buf, st) = build_metadata(&t, &nh, &sizes).unwrap();
+        // Security block: one 21-byte descriptor, 8 + 8 + 21 = 37 rounded to 40.
+        assert_eq!(&buf[..8], &[40, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(buf[37..40], [0, 0, 0]);
+        let img = ImageTree::parse(&buf, 1).unwrap();
+        let paths: Vec<String> = img.walk().iter().map(|&i| img.path(i)).collect();
+        assert_eq!(
+            paths,
+            [
+                "/",
+                "/B",
+                "/dir",
+                "/dir/Long name.txt",
+                "/dir/empty",
+                "/link"
+            ]
+        );
+        let e = |p: &str| &img.entries[img.lookup(p).unwrap()];
+        assert_eq!(e("/").offset, 40, "root right after the security block");
+        let long = e("/dir/Long name.txt");
+        assert_eq!(long.short_name.as_deref(), Some("LONGNA~1.TXT"));
+        assert_eq!(long.creation_time, 8);
+        assert_ne!(long.hard_link_group, 0);
+        assert_eq!(long.hard_link_group, e("/link").hard_link_group);
+        let kinds: Vec<StreamKind> = long.streams.iter().map(|s| s.kind).collect();
+        assert_eq!(kinds, [StreamKind::Data, StreamKind::Named]);
+        let b = e("/B");
+        assert_eq!(b.reparse_tag, Some(0xA000_000C));
+        assert_eq!(b.security_id, Some(0));
+        assert_eq!(b.attributes, ATTR_REPARSE_POINT);
+        assert_eq!(e("/dir").security_id, None);
+        assert!(e("/dir/empty").is_dir());
+        // Every dentry starts 8-aligned.
+        assert!(img.entries.iter().all(|d| d.offset % 8 == 0));
+        assert_eq!((st.dirs, st.files), (3, 3));
+        // data 4 + ads 3 twice (two links), reparse 3.
+        assert_eq!((st.total_bytes, st.hard_link_bytes), (17, 7));
+    }
+
+    #[test]
+    fn whole_wim_header_xml_and_end() {
+        let t = small_tree();
+        let mut big = Tree::new(Meta::at(1));
+        // Incompressible and several chunks long: stored raw after a compression attempt.
+        let mut x = 1u64;
+        let noise: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        big.add_file(Tree::ROOT, "noise", Meta::at(1), Content::bytes(noise))
+            .unwrap();
+        let opts = |name: &str| CaptureOptions {
+            compression: Compression::Xpress,
+            chunk_size: 4096,
+            image_name: name.into(),
+            description: Some("d & <e>".into()),
+            edition_id: Some("ServerDatacenterNano".into()),
+            version: Some((10, 0, 14393, 0)),
+            languages: vec!["en-US".into()],
+            time: 0x01D1_2345_6789_ABCD,
+            guid: [3; 16],
+            display_name: Some("dn".into()),
+            display_description: Some("dd".into()),
+            flags: Some("fl".into()),
+            last_modification_time: Some(0x01D2_0000_0000_0001),
+        };
+        let mut out = Cursor::new(Vec::new());
+        let counted = std::cell::Cell::new(0u64);
+        let r = write_wim(
+            &mut out,
+            &[
+                ImageSpec {
+                    tree: &t,
+                    options: opts("one"),
+                },
+                ImageSpec {
+                    tree: &big,
+                    options: opts("two"),
+                },
+            ],
+            2,
+            &|n| counted.set(counted.get() + n),
+        )
+        .unwrap();
+        let f = out.into_inner();
+        assert_eq!(counted.get(), stream_bytes(&t) + stream_bytes(&big));
+        assert_eq!(r.bytes_out, f.len() as u64);
+        let h = super::super::Header::parse(&f, f.len() as u64).unwrap();
+        assert_eq!(h.codec().unwrap(), Codec::Xpress);
+        assert_eq!((h.chunk_size, h.image_count, h.boot_index), (4096, 2, 2));
+        assert_eq!(h.flags, FLAG_COMPRESSION | FLAG_COMPRESS_XPRESS);
+        assert_eq!(h.guid, [3; 16]);
+        assert_eq!(
+            h.xml.offset + h.xml.size_in_wim,
+            f.len() as u64,
+            "nothing after the XML"
+        );
+        assert_eq!(h.blob_table.offset + h.blob_table.size_in_wim, h.xml.offset);
+        // Boot metadata = image 2's metadata entry (the second table entry).
+        let bt = &f[h.blob_table.offset as usize..];
+        assert_eq!(ResHdr::parse(&bt[50..74]), h.boot_metadata);
+        assert_eq!(h.boot_metadata.flags & RES_METADATA, RES_METADATA);
+        let xml = &f[h.xml.offset as usize..];
+        assert_eq!(&xml[..2], &[0xFF, 0xFE]);
+        let (imgs, total) = super::super::xml::parse(xml, h.xml.offset).unwrap();
+        assert_eq!(total, Some(h.xml.offset));
+        let i = &imgs[0];
+        assert_eq!(i.name.as_deref(), Some("one"));
+        assert_eq!(i.description.as_deref(), Some("d & <e>"));
+        assert_eq!(i.display_name.as_deref(), Some("dn"));
+        assert_eq!(i.display_description.as_deref(), Some("dd"));
+        assert_eq!(i.flags.as_deref(), Some("fl"));
+        assert_eq!(i.edition_id.as_deref(), Some("ServerDatacenterNano"));
+        assert_eq!(
+            (
+                i.version_major,
+                i.version_minor,
+                i.version_build,
+                i.version_spbuild
+            ),
+            (Some(10), Some(0), Some(14393), Some(0))
+        );
+        assert_eq!(i.languages, ["en-US"]);
+        assert_eq!(i.default_language.as_deref(), Some("en-US"));
+        assert_eq!((i.dir_count, i.file_count), (Some(3), Some(3)));
+        assert_eq!((i.total_bytes, i.hard_link_bytes), (Some(17), Some(7)));
+        assert_eq!(i.creation_time, Some(0x01D1_2345_6789_ABCD));
+        assert_eq!(i.last_modification_time, Some(0x01D2_0000_0000_0001));
+        assert_eq!(imgs[1].name.as_deref(), Some("two"));
+        assert_eq!(imgs[1].total_bytes, Some(200_000));
+    }
+
+    #[test]
+    fn mixed_compression_and_bad_chunk_sizes_are_refused() {
+        let t = Tree::default();
+        let a = CaptureOptions::default();
+        let b = CaptureOptions {
+            compression: Compression::Xpress,
+            ..CaptureOptions::default()
+        };
+        let mut out = Cursor::new(Vec::new());
+        let specs = [
+            ImageSpec {
+                tree: &t,
+                options: a.clone(),
+            },
+            ImageSpec {
+                tree: &t,
+                options: b,
+            },
+        ];
+        assert!(write_wim(&mut out, &specs, 0, &|_| {}).is_err());
+        let bad = CaptureOptions {
+            chunk_size: 4096,
+            ..a.clone()
+        };
+        let one = [ImageSpec {
+            tree: &t,
+            options: bad,
+        }];
+        assert!(write_wim(&mut out, &one, 0, &|_| {}).is_err());
+        let one = [ImageSpec {
+            tree: &t,
+            options: a,
+        }];
+        assert!(write_wim(&mut out, &one, 2, &|_| {}).is_err());
+        assert!(write_wim(&mut out, &[], 0, &|_| {}).is_err());
     }
 }
