@@ -93,10 +93,13 @@ pub struct CaptureArgs {
     /// Image name (default: the folder's name).
     #[arg(long)]
     pub name: Option<String>,
+    /// Image DESCRIPTION.
     #[arg(long)]
     pub description: Option<String>,
+    /// Image DISPLAYNAME (what Windows Setup lists).
     #[arg(long)]
     pub display_name: Option<String>,
+    /// Image DISPLAYDESCRIPTION.
     #[arg(long)]
     pub display_description: Option<String>,
     /// WINDOWS/EDITIONID, also written as FLAGS.

@@ -236,6 +236,9 @@ const TAG_OBJECT_ID: u32 = 0x1;
 const RP_FLAG_NOT_FIXED: u16 = 0x1;
 const ATTR_DIRECTORY: u32 = 0x10;
 const ATTR_REPARSE_POINT: u32 = 0x400;
+/// Stream entries per dentry: the count is 16 bits and wimlib keeps streams per inode
+/// below 0xFFFF (F§9).
+const MAX_EXTRA_STREAMS: usize = 0xFFFE;
 /// Blob table entry size (F§4).
 const BLOB_ENTRY: usize = 50;
 const ZERO_HASH: Sha1 = [0; 20];
@@ -882,7 +885,20 @@ fn build_metadata(
     }
     b.resize(total as usize, 0);
 
+    for (id, n) in tree.nodes() {
+        if nh[id.0].named.len() + 2 > MAX_EXTRA_STREAMS {
+            return Err(bad_input(format!(
+                "{} has {} named streams; a WIM dentry holds at most {} stream entries",
+                tree.path_of(id),
+                n.streams.len(),
+                MAX_EXTRA_STREAMS
+            )));
+        }
+    }
+
     // Hard-link groups: numbered from 1 in node order for files with several links.
+    // A reparse point has no group field (it shares the union with the reparse tag,
+    // F§5.2), so each link of a multiply-linked reparse point is written as its own file.
     let mut groups: HashMap<usize, u64> = HashMap::new();
     for (id, n) in tree.nodes() {
         if !n.is_dir && n.links.len() > 1 && n.meta.reparse.is_none() {
