@@ -326,7 +326,7 @@ fn ours_guid(wim: &Path) -> String {
         .collect()
 }
 
-fn capture_ours(src: &Path, out: &Path, compress: &str, seed: &str) {
+fn capture_ours(src: &Path, out: &Path, compress: &str, seed: &str, extra: &[&str]) {
     common::run_ok(
         common::nanoforge()
             .args(["wim", "capture"])
@@ -344,7 +344,8 @@ fn capture_ours(src: &Path, out: &Path, compress: &str, seed: &str) {
                 "ServerStandardNano",
                 "--version",
                 "10.0.14393.1066",
-            ]),
+            ])
+            .args(extra),
     );
 }
 
@@ -357,7 +358,9 @@ fn capture_agrees_with_wimlib() {
     for compress in ["none", "xpress", "lzx"] {
         let ours = tmp.path().join(format!("ours-{compress}.wim"));
         let theirs = tmp.path().join(format!("theirs-{compress}.wim"));
-        capture_ours(&src, &ours, compress, "s");
+        // The LZX capture also gets an integrity table.
+        let check: &[&str] = if compress == "lzx" { &["--check"] } else { &[] };
+        capture_ours(&src, &ours, compress, "s", check);
         common::run_ok(
             wimlib()
                 .arg("capture")
@@ -365,8 +368,26 @@ fn capture_agrees_with_wimlib() {
                 .arg(&theirs)
                 .arg(format!("--compress={compress}")),
         );
-        let v = common::run_ok(wimlib().arg("verify").arg(&ours));
-        assert!(v.contains("successfully verified"), "{v}");
+        let v = common::run(wimlib().arg("verify").arg(&ours));
+        let text =
+            String::from_utf8_lossy(&v.stdout).to_string() + &String::from_utf8_lossy(&v.stderr);
+        assert!(
+            v.status.success() && text.contains("successfully verified"),
+            "{text}"
+        );
+        assert_eq!(
+            !text.contains("does not contain integrity information"),
+            compress == "lzx",
+            "{compress}: integrity table: {text}"
+        );
+        if compress == "lzx" {
+            let ours_verify =
+                common::run_ok(common::nanoforge().args(["wim", "verify"]).arg(&ours));
+            assert!(
+                ours_verify.contains("integrity table matches"),
+                "{ours_verify}"
+            );
+        }
 
         // XML fields as set, counts as wimlib counts them.
         let (oi, ti) = (info(&ours, 1), info(&theirs, 1));
@@ -439,9 +460,9 @@ fn captures_are_deterministic_and_the_seed_only_changes_the_guid() {
         tmp.path().join("b.wim"),
         tmp.path().join("c.wim"),
     );
-    capture_ours(&src, &a, "lzx", "one");
-    capture_ours(&src, &b, "lzx", "one");
-    capture_ours(&src, &c, "lzx", "two");
+    capture_ours(&src, &a, "lzx", "one", &[]);
+    capture_ours(&src, &b, "lzx", "one", &[]);
+    capture_ours(&src, &c, "lzx", "two", &[]);
     let (a, b, c) = (common::read(&a), common::read(&b), common::read(&c));
     assert!(a == b, "two captures of one folder differ");
     assert_eq!(a.len(), c.len());

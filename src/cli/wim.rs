@@ -114,6 +114,10 @@ pub struct CaptureArgs {
     /// Seed for the WIM GUID.
     #[arg(long)]
     pub seed: Option<String>,
+    /// Also write an integrity table (SHA-1s of the file's pieces; `wimlib-imagex verify`
+    /// and `nanoforge wim verify` check it).
+    #[arg(long)]
+    pub check: bool,
     /// Replace OUT if it exists.
     #[arg(long)]
     pub force: bool,
@@ -133,6 +137,10 @@ pub struct ExportArgs {
     /// Seed for the WIM GUID (default: derived from the source GUID and index).
     #[arg(long)]
     pub seed: Option<String>,
+    /// Also write an integrity table (SHA-1s of the file's pieces; `wimlib-imagex verify`
+    /// and `nanoforge wim verify` check it).
+    #[arg(long)]
+    pub check: bool,
     /// Replace OUT if it exists.
     #[arg(long)]
     pub force: bool,
@@ -523,8 +531,12 @@ fn capture(a: CaptureArgs, quiet: bool) -> anyhow::Result<()> {
     }];
     let r = wim::write::write_wim(&mut file, &images, 0, &|n| pb.inc(n))
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", a.out.display()))?;
+    if a.check {
+        wim::write::add_integrity_table(&mut file)?;
+    }
     pb.finish_and_clear();
     file.sync_all()?;
+    let size = file.metadata()?.len();
     drop(file);
     pending.commit()?;
     if !quiet {
@@ -533,7 +545,7 @@ fn capture(a: CaptureArgs, quiet: bool) -> anyhow::Result<()> {
             a.out.display(),
             Bytes(r.bytes_in),
             r.blobs,
-            Bytes(r.bytes_out)
+            Bytes(size)
         );
     }
     Ok(())
@@ -580,8 +592,12 @@ fn export(a: ExportArgs, quiet: bool) -> anyhow::Result<()> {
                 a.out.display()
             )
         })?;
+    if a.check {
+        wim::write::add_integrity_table(&mut file)?;
+    }
     pb.finish_and_clear();
     file.sync_all()?;
+    let size = file.metadata()?.len();
     drop(file);
     pending.commit()?;
     if !quiet {
@@ -592,7 +608,7 @@ fn export(a: ExportArgs, quiet: bool) -> anyhow::Result<()> {
             a.file.display(),
             Bytes(r.bytes_in),
             r.blobs,
-            Bytes(r.bytes_out)
+            Bytes(size)
         );
     }
     Ok(())

@@ -1042,6 +1042,58 @@ fn xml_image(index: usize, o: &CaptureOptions, st: &Stats) -> String {
     x
 }
 
+/// Chunk size of integrity tables wimlib writes (F§7).
+const INTEGRITY_CHUNK: u64 = 10 * 1024 * 1024;
+
+/// Append an integrity table (F§7) to a finished WIM in `f` and record it in the header:
+/// SHA-1s of each 10 MiB piece of the bytes from the end of the header to the end of the
+/// blob table.
+pub fn add_integrity_table<F: Read + Write + Seek>(f: &mut F) -> io::Result<()> {
+    let mut h = vec![0u8; HEADER_SIZE];
+    f.seek(SeekFrom::Start(0))?;
+    f.read_exact(&mut h)?;
+    let size = f.seek(SeekFrom::End(0))?;
+    let hdr = super::Header::parse(&h, size)?;
+    if !hdr.integrity.is_zero() {
+        return Err(bad_input("the WIM already has an integrity table".into()));
+    }
+    let end = hdr.blob_table.offset + hdr.blob_table.size_in_wim;
+    let start = HEADER_SIZE as u64;
+    let covered = end.saturating_sub(start);
+    let n = covered.div_ceil(INTEGRITY_CHUNK);
+    let mut table = Vec::with_capacity(12 + 20 * n as usize);
+    table.extend_from_slice(&((12 + 20 * n) as u32).to_le_bytes());
+    table.extend_from_slice(&(n as u32).to_le_bytes());
+    table.extend_from_slice(&(INTEGRITY_CHUNK as u32).to_le_bytes());
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = covered;
+    while left > 0 {
+        let mut piece = left.min(INTEGRITY_CHUNK);
+        left -= piece;
+        let mut sha = Sha1Hasher::new();
+        while piece > 0 {
+            let k = piece.min(buf.len() as u64) as usize;
+            f.read_exact(&mut buf[..k])?;
+            sha.update(&buf[..k]);
+            piece -= k as u64;
+        }
+        table.extend_from_slice(&sha.finalize());
+    }
+    let r = ResHdr {
+        size_in_wim: table.len() as u64,
+        flags: 0,
+        offset: size,
+        uncompressed_size: table.len() as u64,
+    };
+    f.seek(SeekFrom::Start(size))?;
+    f.write_all(&table)?;
+    f.seek(SeekFrom::Start(0x7C))?;
+    f.write_all(&reshdr_bytes(&r))?;
+    f.seek(SeekFrom::Start(size + table.len() as u64))?;
+    f.flush()
+}
+
 /// Capture options that keep image `index`'s XML fields, with `base`'s compression,
 /// chunk size and GUID.
 pub fn export_options(
@@ -1421,5 +1473,26 @@ mod tests {
         }];
         assert!(write_wim(&mut out, &one, 2, &|_| {}).is_err());
         assert!(write_wim(&mut out, &[], 0, &|_| {}).is_err());
+    }
+
+    #[test]
+    fn integrity_table_covers_header_end_to_blob_table_end() {
+        let t = small_tree();
+        let mut out = Cursor::new(Vec::new());
+        let one = [ImageSpec {
+            tree: &t,
+            options: CaptureOptions::default(),
+        }];
+        write_wim(&mut out, &one, 1, &|_| {}).unwrap();
+        add_integrity_table(&mut out).unwrap();
+        assert!(add_integrity_table(&mut out).is_err(), "only once");
+        let f = out.into_inner();
+        let h = super::super::Header::parse(&f, f.len() as u64).unwrap();
+        let it = &f[h.integrity.offset as usize..];
+        assert_eq!(h.integrity.offset + 12 + 20, f.len() as u64);
+        assert_eq!(&it[..12], &[32, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0xA0, 0]);
+        let end = (h.blob_table.offset + h.blob_table.size_in_wim) as usize;
+        let want: Sha1 = Sha1Hasher::digest(&f[HEADER_SIZE..end]).into();
+        assert_eq!(&it[12..32], &want);
     }
 }
