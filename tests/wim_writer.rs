@@ -345,6 +345,7 @@ fn capture_ours(src: &Path, out: &Path, compress: &str, seed: &str, extra: &[&st
                 "--version",
                 "10.0.14393.1066",
             ])
+            .args(["--arch", "amd64", "--installation-type", "Nano Server"])
             .args(extra),
     );
 }
@@ -400,6 +401,8 @@ fn capture_agrees_with_wimlib() {
             ("Minor Version", "0"),
             ("Build", "14393"),
             ("Service Pack Build", "1066"),
+            ("Architecture", "x86_64"),
+            ("Installation Type", "Nano Server"),
             ("Image Count", "1"),
             ("Part Number", "1/1"),
             ("Boot Index", "0"),

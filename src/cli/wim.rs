@@ -108,6 +108,12 @@ pub struct CaptureArgs {
     /// WINDOWS/VERSION as MAJOR.MINOR.BUILD.SPBUILD.
     #[arg(long, value_parser = parse_version)]
     pub version: Option<(u32, u32, u32, u32)>,
+    /// WINDOWS/ARCH: x86, arm, ia64, amd64 (also x64) or arm64.
+    #[arg(long, value_parser = parse_arch)]
+    pub arch: Option<u32>,
+    /// WINDOWS/INSTALLATIONTYPE (Nano Server images say "Nano Server").
+    #[arg(long)]
+    pub installation_type: Option<String>,
     /// WINDOWS/LANGUAGES entry (repeatable; the first is the default).
     #[arg(long = "language")]
     pub languages: Vec<String>,
@@ -144,6 +150,17 @@ pub struct ExportArgs {
     /// Replace OUT if it exists.
     #[arg(long)]
     pub force: bool,
+}
+
+fn parse_arch(s: &str) -> Result<u32, String> {
+    Ok(match s.to_ascii_lowercase().as_str() {
+        "x86" => 0,
+        "arm" => 5,
+        "ia64" => 6,
+        "amd64" | "x64" => 9,
+        "arm64" => 12,
+        _ => return Err(format!("{s:?}: expected x86, arm, ia64, amd64 or arm64")),
+    })
 }
 
 fn parse_version(s: &str) -> Result<(u32, u32, u32, u32), String> {
@@ -521,6 +538,9 @@ fn capture(a: CaptureArgs, quiet: bool) -> anyhow::Result<()> {
         display_name: a.display_name,
         display_description: a.display_description,
         last_modification_time: None,
+        arch: a.arch,
+        product_name: None,
+        installation_type: a.installation_type,
     };
     let total = wim::write::stream_bytes(&tree);
     let (pending, mut file) = PendingOutput::create(&a.out, a.force)?;

@@ -54,6 +54,10 @@ pub struct CaptureOptions {
     pub flags: Option<String>,
     /// LASTMODIFICATIONTIME when it differs from `time` (exports keep the source's).
     pub last_modification_time: Option<u64>,
+    /// WINDOWS/ARCH: PROCESSOR_ARCHITECTURE_* (0 x86, 5 ARM, 6 IA64, 9 AMD64, 12 ARM64).
+    pub arch: Option<u32>,
+    pub product_name: Option<String>,
+    pub installation_type: Option<String>,
 }
 
 impl Default for CaptureOptions {
@@ -72,6 +76,9 @@ impl Default for CaptureOptions {
             display_description: None,
             flags: None,
             last_modification_time: None,
+            arch: None,
+            product_name: None,
+            installation_type: None,
         }
     }
 }
@@ -1006,10 +1013,25 @@ fn xml_image(index: usize, o: &CaptureOptions, st: &Stats) -> String {
         "LASTMODIFICATIONTIME",
         o.last_modification_time.unwrap_or(o.time),
     ));
-    if o.edition_id.is_some() || o.version.is_some() || !o.languages.is_empty() {
+    if o.edition_id.is_some()
+        || o.version.is_some()
+        || !o.languages.is_empty()
+        || o.arch.is_some()
+        || o.product_name.is_some()
+        || o.installation_type.is_some()
+    {
         x.push_str("<WINDOWS>");
+        if let Some(a) = o.arch {
+            x.push_str(&format!("<ARCH>{a}</ARCH>"));
+        }
+        if let Some(p) = &o.product_name {
+            x.push_str(&format!("<PRODUCTNAME>{}</PRODUCTNAME>", esc(p)));
+        }
         if let Some(e) = &o.edition_id {
             x.push_str(&format!("<EDITIONID>{}</EDITIONID>", esc(e)));
+        }
+        if let Some(t) = &o.installation_type {
+            x.push_str(&format!("<INSTALLATIONTYPE>{}</INSTALLATIONTYPE>", esc(t)));
         }
         if let Some(first) = o.languages.first() {
             x.push_str("<LANGUAGES>");
@@ -1133,6 +1155,9 @@ pub fn export_options(
         display_description: info.display_description.clone(),
         flags: info.flags.clone(),
         last_modification_time: info.last_modification_time.or(base.last_modification_time),
+        arch: info.arch,
+        product_name: info.product_name.clone(),
+        installation_type: info.installation_type.clone(),
     })
 }
 
@@ -1371,6 +1396,9 @@ mod tests {
             display_description: Some("dd".into()),
             flags: Some("fl".into()),
             last_modification_time: Some(0x01D2_0000_0000_0001),
+            arch: Some(9),
+            product_name: Some("Microsoft® Windows® Operating System".into()),
+            installation_type: Some("Nano Server".into()),
         };
         let mut out = Cursor::new(Vec::new());
         let counted = std::cell::Cell::new(0u64);
@@ -1429,6 +1457,12 @@ mod tests {
             (Some(10), Some(0), Some(14393), Some(0))
         );
         assert_eq!(i.languages, ["en-US"]);
+        assert_eq!(i.arch, Some(9));
+        assert_eq!(
+            i.product_name.as_deref(),
+            Some("Microsoft® Windows® Operating System")
+        );
+        assert_eq!(i.installation_type.as_deref(), Some("Nano Server"));
         assert_eq!(i.default_language.as_deref(), Some("en-US"));
         assert_eq!((i.dir_count, i.file_count), (Some(3), Some(3)));
         assert_eq!((i.total_bytes, i.hard_link_bytes), (Some(17), Some(7)));
