@@ -1,8 +1,16 @@
-//! The WIM resource writer and chunk compressors checked against wimlib: a file captured
-//! uncompressed by wimlib-imagex has its blob rewritten as a chunked compressed resource
-//! made by `write_resource` with our XPRESS / LZX encoders (blob-table entry and header
-//! codec fields patched, facts-wim.md sections 1 and 2); `wimlib-imagex verify` must pass (it checks every blob's SHA-1) and
+//! The WIM writer checked against wimlib-imagex.
+//!
+//! Resource writer and chunk compressors: a file captured uncompressed by wimlib-imagex has
+//! its blob rewritten as a chunked compressed resource made by `write_resource` with our
+//! XPRESS / LZX encoders (blob-table entry and header codec fields patched, facts-wim.md
+//! sections 1 and 2); `wimlib-imagex verify` must pass (it checks every blob's SHA-1) and
 //! `wimlib-imagex apply` must give back the original bytes.
+//!
+//! Whole WIMs: captures by `nanoforge wim capture` compared with captures of the same
+//! folder by `wimlib-imagex capture` (verify, info, dir --detailed, apply + diff), a tree
+//! with security descriptors, DOS names, named streams, reparse points, hard links and an
+//! object id, two images sharing blobs, export of an image of a wimlib-made WIM, and
+//! byte-for-byte determinism.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! WIM writer, part 1: capture options and the resource writer. Layout of non-solid
+//! WIM writer: capture options, the resource writer and whole WIMs. Layout of non-solid
 //! resources (chunk table of `n − 1` offsets relative to the table end, 4-byte entries when
 //! the uncompressed size fits in 32 bits, raw chunks where compression does not shrink,
 //! whole resource rewritten uncompressed when it is not smaller) from docs/facts-wim.md
