@@ -14,9 +14,18 @@
 
 mod common;
 
-use nanoforge::formats::wim::write::{write_resource, Compression};
+use nanoforge::formats::wim::write::{
+    export_image, write_resource, write_wim, CaptureOptions, Compression, ImageSpec,
+};
+use nanoforge::formats::wim::Wim;
+use nanoforge::tree::host::symlink_reparse;
+use nanoforge::tree::{Content, Meta, NodeId, Reparse, Tree};
+use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::Path;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
 
 /// Test file: text, E8-heavy code-like bytes, incompressible bytes and zeros.
 fn sample() -> Vec<u8> {
@@ -143,15 +152,6 @@ fn wimlib_accepts_our_compressed_chunks() {
 // ---------------------------------------------------------------------------------------
 // Whole WIMs written by `write_wim` / `export_image` and by the `wim capture` / `wim export`
 // commands, checked with wimlib-imagex (verify, info, dir --detailed, apply) and diff.
-
-use nanoforge::formats::wim::write::{export_image, write_wim, CaptureOptions, ImageSpec};
-use nanoforge::formats::wim::Wim;
-use nanoforge::tree::host::symlink_reparse;
-use nanoforge::tree::{Content, Meta, NodeId, Reparse, Tree};
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::Arc;
 
 /// Pseudo-random (incompressible) bytes.
 fn noise(len: usize, mut x: u64) -> Vec<u8> {
