@@ -9,4 +9,3 @@ pub mod keyform;
 pub mod media;
 pub mod mum;
 pub mod resolve;
-pub mod synth;
