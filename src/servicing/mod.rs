@@ -9,3 +9,4 @@ pub mod keyform;
 pub mod media;
 pub mod mum;
 pub mod resolve;
+pub mod sddl;
