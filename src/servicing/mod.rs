@@ -6,6 +6,7 @@
 pub mod cab;
 pub mod catalog;
 pub mod keyform;
+pub mod manifest;
 pub mod media;
 pub mod mum;
 pub mod resolve;
