@@ -304,7 +304,7 @@ fn parse_number(text: &str) -> Option<u64> {
 
 fn parse_hex(text: &str) -> Option<Vec<u8>> {
     let t: String = text.chars().filter(|c| !matches!(c, ' ' | ',')).collect();
-    if t.len() % 2 != 0 || t.len() / 2 > MAX_VALUE_BYTES {
+    if !t.len().is_multiple_of(2) || t.len() / 2 > MAX_VALUE_BYTES {
         return None;
     }
     (0..t.len())

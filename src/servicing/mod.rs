@@ -9,5 +9,7 @@ pub mod keyform;
 pub mod manifest;
 pub mod media;
 pub mod mum;
+pub mod project;
 pub mod resolve;
 pub mod sddl;
+pub mod synth;

@@ -265,7 +265,7 @@ fn parse_rights(p: &Parser, text: &str, start: usize) -> Result<u32, Error> {
             .parse()
             .map_err(|_| p.err(start, format!("rights {text:?} are not a 32-bit number")));
     }
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err(p.err(start, format!("rights {text:?} are not two-letter codes")));
     }
     let mut mask = 0u32;
@@ -316,7 +316,7 @@ fn parse_ace(p: &Parser, body: &str, start: usize) -> Result<Vec<u8>, Error> {
             )
         })?;
     let fl = fields[1];
-    if fl.len() % 2 != 0 {
+    if !fl.len().is_multiple_of(2) {
         return Err(p.err(
             offsets[1],
             format!("ACE flags {fl:?} are not two-letter codes"),
