@@ -29,6 +29,7 @@ use nanoforge::tree::{Content, Meta, Tree};
 const TS: u64 = 133_444_736_000_000_000;
 const LANG: &str = "en-US";
 const PKT: &str = "6e616e6f666f7267";
+const SVCHOST: &str = "Microsoft\\Windows NT\\CurrentVersion\\Svchost";
 
 struct FileDisk(File, u64);
 
@@ -369,6 +370,10 @@ fn guest_compute_containers_with_language_packs_land_in_the_volume_and_hives() {
     make_media(tmp.path(), &kinds, true);
     let mut tree = base_tree();
     let (mut sys, mut soft) = fresh_hives();
+    // A svchost group the image already has: the package appends its service to it.
+    soft.create_key(SVCHOST, TS).unwrap();
+    soft.set_value(SVCHOST, Value::multi_sz("nfdemogroup", &["nfdemoexisting"]))
+        .unwrap();
     let report = service(
         tmp.path(),
         &request(&["Containers", "Guest", "Compute", "guest"], "Standard"),
@@ -615,10 +620,25 @@ fn guest_compute_containers_with_language_packs_land_in_the_volume_and_hives() {
         value(&sys_x, &format!("{svc}\\Parameters"), "MaxVMs"),
         "dword:00000040"
     );
+    let hvsi = "\\ControlSet001\\Services\\nfdemohvsi";
+    assert_eq!(value(&sys_x, hvsi, "Type"), "dword:00000020");
+    assert_eq!(value(&sys_x, hvsi, "Start"), "dword:00000003");
+    assert_eq!(
+        value(&sys_x, hvsi, "ObjectName"),
+        "sz:NT AUTHORITY\\LocalService"
+    );
+    assert_eq!(
+        value(&sys_x, &format!("{hvsi}\\Parameters"), "ServiceDll"),
+        "expand_sz:%SystemRoot%\\System32\\nfdemohvsi.dll"
+    );
     assert!(!sys_x.keys().any(|k| k.starts_with("\\currentcontrolset")));
     assert!(!sys_x.contains_key("\\controlset001\\services\\nfdemostor"));
 
     let soft_x = hivex_export(&ntfscat(&img, "/Windows/System32/config/SOFTWARE").unwrap());
+    assert_eq!(
+        value(&soft_x, &format!("\\{SVCHOST}"), "nfdemogroup"),
+        "multi_sz:nfdemoexisting|nfdemohvsi"
+    );
     let comp = "\\Nanoforge\\Demo\\Compute";
     assert_eq!(value(&soft_x, comp, "Name"), "sz:nanoforge demo compute");
     assert_eq!(

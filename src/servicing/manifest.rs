@@ -87,8 +87,9 @@ pub struct FileEntry {
     /// Name at the destination.
     pub name: String,
     /// Destination folder relative to the volume root (`Windows\System32`), resolved from
-    /// `destinationPath`; empty for the root.
-    pub destination: String,
+    /// `destinationPath` (empty for the root); `None` when the manifest gives none: the file
+    /// then lives in the component store only, as side-by-side assembly files do.
+    pub destination: Option<String>,
     /// `sourceName` (defaults to `name`).
     pub source_name: String,
     /// `sourcePath` as written (`.\` or empty usually).
@@ -434,6 +435,47 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
 
 /// Services category (facts-cbs.md §7.1).
 const SERVICES_CATEGORY: &str = "Microsoft.Windows.Categories.Services";
+/// The category whose `SvcHost` type registers a service in a svchost group (§7.1).
+const SVCHOST_CATEGORY: &str = "Microsoft.Windows.Categories";
+/// Where svchost groups are listed: one REG_MULTI_SZ per group naming its services
+/// (Microsoft's svchost documentation; the shape every Windows SOFTWARE hive has).
+pub const SVCHOST_KEY: &str = "Microsoft\\Windows NT\\CurrentVersion\\Svchost";
+
+/// `<categoryInstance subcategory="group"><serviceGroup serviceName="svc"/>` → append the
+/// service to the group's list; the list order does not matter to svchost, so `position`
+/// is not kept.
+fn svchost_groups(m: roxmltree::Node, c: &mut Component, comp: &str) {
+    for inst in m.children().filter(|x| x.is_element()) {
+        match inst.tag_name().name() {
+            "id" => {}
+            "categoryInstance" => {
+                let group = inst.attribute("subcategory").unwrap_or("");
+                for g in inst.children().filter(|x| x.is_element()) {
+                    let svc = g.attribute("serviceName").unwrap_or("");
+                    if g.tag_name().name() != "serviceGroup" || group.is_empty() || svc.is_empty() {
+                        c.not_applied.push(format!(
+                            "not applied: <{}> in svchost group {group:?} in {comp}",
+                            g.tag_name().name()
+                        ));
+                        continue;
+                    }
+                    c.registry.push(RegistryKeyEntry {
+                        hive: HiveName::Software,
+                        path: SVCHOST_KEY.to_string(),
+                        values: vec![RegValue {
+                            value: Value::multi_sz(group, &[svc]),
+                            append: true,
+                        }],
+                        security: None,
+                    });
+                }
+            }
+            other => c.not_applied.push(format!(
+                "not applied: <{other}> in svchost membership in {comp}"
+            )),
+        }
+    }
+}
 
 /// `serviceData` attributes → `Services\<name>` values (facts-cbs.md §7.2).
 fn service(
@@ -622,7 +664,10 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Component, Error> {
                 if name.contains(['\\', '/', ':']) || name == "." || name == ".." {
                     return Err(invalid(format!("file name {name:?} is not a plain name")));
                 }
-                let dest = destination(n.attribute("destinationPath").unwrap_or(""), &arch)
+                let dest = n
+                    .attribute("destinationPath")
+                    .map(|d| destination(d, &arch))
+                    .transpose()
                     .map_err(|m| invalid(format!("file {name}: {m}")))?;
                 let mut f = FileEntry {
                     name: name.to_string(),
@@ -811,12 +856,19 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Component, Error> {
                         .and_then(|x| x.attribute("name"))
                         .unwrap_or("")
                         .to_string();
+                    let ty = m
+                        .children()
+                        .find(|x| x.tag_name().name() == "id")
+                        .and_then(|x| x.attribute("typeName"))
+                        .unwrap_or("");
+                    if m.tag_name().name() == "categoryMembership"
+                        && id == SVCHOST_CATEGORY
+                        && ty == "SvcHost"
+                    {
+                        svchost_groups(m, &mut c, &comp);
+                        continue;
+                    }
                     if m.tag_name().name() != "categoryMembership" || id != SERVICES_CATEGORY {
-                        let ty = m
-                            .children()
-                            .find(|x| x.tag_name().name() == "id")
-                            .and_then(|x| x.attribute("typeName"))
-                            .unwrap_or("");
                         c.not_applied
                             .push(na(format!("<{}> {id} {ty}", m.tag_name().name())));
                         continue;
@@ -845,6 +897,9 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Component, Error> {
                     }
                 }
             }
+            "dependency" => c.not_applied.push(na(
+                "<dependency> (dependencies between components are not checked offline)".into(),
+            )),
             other => c.not_applied.push(na(format!("<{other}>"))),
         }
     }
@@ -910,7 +965,7 @@ mod tests {
         let c = parse("demo.manifest", MSG.as_bytes()).unwrap();
         assert_eq!(c.identity.version_scope, "nonSxS");
         let f = &c.files[0];
-        assert_eq!(f.destination, "Windows\\System32");
+        assert_eq!(f.destination.as_deref(), Some("Windows\\System32"));
         assert_eq!(f.security.as_deref(), Some("WRP_FILE_DEFAULT_SDDL"));
         // The DigestValue is base64 of SHA-256("demo") (Python hashlib + base64).
         assert!(f.hash.as_ref().unwrap().matches(b"demo"));
@@ -932,8 +987,11 @@ mod tests {
             get("DependOnService"),
             ValueData::MultiSz(vec!["rpcss".into(), "http".into()])
         );
-        let k = &c.registry[0];
-        assert_eq!(k.hive, HiveName::System);
+        let k = c
+            .registry
+            .iter()
+            .find(|k| k.hive == HiveName::System)
+            .unwrap();
         assert_eq!(k.path, "CurrentControlSet\\Services\\DemoSvc\\Parameters");
         let v = |n: &str| {
             k.values
@@ -963,7 +1021,6 @@ mod tests {
         let na = c.not_applied.join("\n");
         for want in [
             "serviceData DemoSvc <failureActions>",
-            "<categoryMembership> Microsoft.Windows.Categories SvcHost",
             "registryKey HKEY_CURRENT_USER\\Software\\Demo",
             "<instrumentation>",
             "<localization>",
@@ -973,6 +1030,17 @@ mod tests {
         assert!(c.not_applied.iter().all(|l| l.starts_with("not applied: ")
             && l.ends_with("in Demo-Service 10.0.14393.0 amd64 neutral")));
         assert!(!c.is_driver());
+        let sv = c
+            .registry
+            .iter()
+            .find(|k| k.path == SVCHOST_KEY)
+            .expect("svchost group registration");
+        assert_eq!(sv.hive, HiveName::Software);
+        assert!(sv.values[0].append);
+        assert_eq!(
+            sv.values[0].value.decode(),
+            ValueData::MultiSz(vec!["DemoSvc".into()])
+        );
     }
 
     #[test]

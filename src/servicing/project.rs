@@ -177,7 +177,9 @@ impl LoadedPackage {
         let cat_bytes = map.get("update.cat").map(|(_, b)| b.clone());
         let mut components = Vec::new();
         for (key, (stored, bytes)) in &map {
-            if !key.ends_with(".manifest") {
+            // Component manifests sit at the cab root; a `.manifest` below a keyform folder
+            // is payload (an application manifest, say).
+            if !key.ends_with(".manifest") || key.contains('/') {
                 continue;
             }
             if components.len() >= MAX_COMPONENTS {
@@ -337,7 +339,8 @@ fn join(dir: &str, name: &str) -> String {
 /// One planned file of a component.
 struct PlannedFile {
     name: String,
-    destination: String,
+    /// `None`: component store only.
+    destination: Option<String>,
     bytes: Vec<u8>,
     security: Option<Vec<u8>>,
 }
@@ -505,15 +508,18 @@ fn plan_package<'a>(
         };
         if driver.is_none() {
             for f in &files {
-                let dest = join(&f.destination, &f.name);
+                let Some(folder) = &f.destination else {
+                    continue;
+                };
+                let dest = join(folder, &f.name);
                 if !taken.insert(dest.to_ascii_lowercase()) || tree.lookup(&dest).is_some() {
                     return Err(cerr(format!(
                         "file {dest} already exists in the image or in another component; replacing files is not supported"
                     )));
                 }
-                if let Some(p) = tree.lookup(&f.destination) {
+                if let Some(p) = tree.lookup(folder) {
                     if !tree.node(p).is_dir {
-                        return Err(cerr(format!("{} is a file, not a folder", f.destination)));
+                        return Err(cerr(format!("{folder} is a file, not a folder")));
                     }
                 }
             }
@@ -721,10 +727,15 @@ fn write_all(
                     None => None,
                 };
                 let node = put_file(tree, &sxs, &f.name, &f.bytes, sd, ts).map_err(terr(&sxs))?;
-                if c.driver.is_some() {
+                let Some(folder) = f.destination.as_deref().filter(|_| c.driver.is_none()) else {
+                    plan.report.files.push(format!(
+                        "{sxs}\\{} ({} bytes, component store only)",
+                        f.name,
+                        f.bytes.len()
+                    ));
                     continue;
-                }
-                let d = ensure_dir(tree, &f.destination, ts).map_err(terr(&f.destination))?;
+                };
+                let d = ensure_dir(tree, folder, ts).map_err(terr(folder))?;
                 if sd.is_none() {
                     // "(inherit)" or no descriptor: take the destination folder's.
                     let mut m = tree.node(node).meta.clone();
@@ -732,10 +743,10 @@ fn write_all(
                     tree.set_meta(node, m).map_err(terr(&f.name))?;
                 }
                 tree.add_hard_link(node, d, &f.name, None)
-                    .map_err(terr(&join(&f.destination, &f.name)))?;
+                    .map_err(terr(&join(folder, &f.name)))?;
                 plan.report.files.push(format!(
                     "{} ({} bytes, linked to {sxs}\\{})",
-                    join(&f.destination, &f.name),
+                    join(folder, &f.name),
                     f.bytes.len(),
                     f.name
                 ));

@@ -26,8 +26,9 @@
 //! - `update.cat`: a placeholder, not a signed catalog.
 //!
 //! Kinds: Guest (a boot-start storage driver: .inf + .sys + service key, plus one plain
-//! component), Compute (two services and registry values of every common type), Containers
-//! (files, directories and registry keys with SDDL descriptors), OemDrivers (a network
+//! component), Compute (three services, one of them in a svchost group, and registry values
+//! of every common type), Containers (files, directories and registry keys with SDDL
+//! descriptors), OemDrivers (a network
 //! driver). The language pack of each holds one resources component with a `.mui` file.
 
 use super::keyform::{self, AssemblyIdentity};
@@ -381,9 +382,14 @@ fn components(kind: SynthKind) -> Vec<Comp> {
                     "nfdemovsp.sys",
                     "$(runtime.drivers)\\",
                     demo_bytes("virtualization service provider stand-in"),
+                )
+                .file(
+                    "nfdemohvsi.dll",
+                    "$(runtime.system32)\\",
+                    demo_bytes("shared-process service stand-in"),
                 );
             c.extra = format!(
-                "  <memberships>\r\n{}{}  </memberships>\r\n  <registryKeys>\r\n{}{}  </registryKeys>\r\n",
+                "  <memberships>\r\n{}{}{}{}  </memberships>\r\n  <registryKeys>\r\n{}{}{}  </registryKeys>\r\n",
                 service_block(
                     "name=\"nfdemovmms\" displayName=\"nanoforge demo VM management\" \
                      description=\"Demo service; not Hyper-V\" errorControl=\"normal\" \
@@ -396,6 +402,28 @@ fn components(kind: SynthKind) -> Vec<Comp> {
                     "name=\"nfdemovsp\" displayName=\"nanoforge demo VSP\" errorControl=\"critical\" \
                      start=\"system\" type=\"kernelDriver\" imagePath=\"System32\\drivers\\nfdemovsp.sys\" \
                      group=\"System Bus Extender\""
+                ),
+                service_block(
+                    "name=\"nfdemohvsi\" displayName=\"nanoforge demo shared service\" errorControl=\"normal\" \
+                     start=\"demand\" type=\"win32ShareProcess\" \
+                     imagePath=\"%SystemRoot%\\System32\\svchost.exe -k nfdemogroup\" \
+                     objectName=\"NT AUTHORITY\\LocalService\""
+                ),
+                format!(
+                    "    <categoryMembership>\r\n      <id name=\"Microsoft.Windows.Categories\" \
+                     version=\"1.0.0.0\" publicKeyToken=\"{PUBLIC_KEY_TOKEN}\" typeName=\"SvcHost\" />\r\n      \
+                     <categoryInstance subcategory=\"nfdemogroup\">\r\n        \
+                     <serviceGroup position=\"last\" serviceName=\"nfdemohvsi\" />\r\n      \
+                     </categoryInstance>\r\n    </categoryMembership>\r\n"
+                ),
+                reg_key(
+                    "HKEY_LOCAL_MACHINE\\SYSTEM\\CurrentControlSet\\Services\\nfdemohvsi\\Parameters",
+                    &[(
+                        "ServiceDll",
+                        "REG_EXPAND_SZ",
+                        "%SystemRoot%\\System32\\nfdemohvsi.dll",
+                    )],
+                    None,
                 ),
                 reg_key(
                     "HKEY_LOCAL_MACHINE\\SYSTEM\\CurrentControlSet\\Services\\nfdemovmms\\Parameters",
