@@ -259,6 +259,17 @@ fn service_block(attrs: &str) -> String {
     )
 }
 
+/// Registration of a service in a svchost group (facts-cbs.md §7.1, the SvcHost membership).
+fn svchost_block(group: &str, service: &str) -> String {
+    format!(
+        "    <categoryMembership>\r\n      <id name=\"Microsoft.Windows.Categories\" \
+         version=\"1.0.0.0\" publicKeyToken=\"{PUBLIC_KEY_TOKEN}\" typeName=\"SvcHost\" />\r\n      \
+         <categoryInstance subcategory=\"{group}\">\r\n        \
+         <serviceGroup position=\"last\" serviceName=\"{service}\" />\r\n      \
+         </categoryInstance>\r\n    </categoryMembership>\r\n"
+    )
+}
+
 /// An INF for a demo driver that never matches a device (vendor FFFF is not assigned).
 fn demo_inf(base: &str, class: &str, class_guid: &str, start: u32, group: &str) -> Vec<u8> {
     let text = format!(
@@ -409,13 +420,7 @@ fn components(kind: SynthKind) -> Vec<Comp> {
                      imagePath=\"%SystemRoot%\\System32\\svchost.exe -k nfdemogroup\" \
                      objectName=\"NT AUTHORITY\\LocalService\""
                 ),
-                format!(
-                    "    <categoryMembership>\r\n      <id name=\"Microsoft.Windows.Categories\" \
-                     version=\"1.0.0.0\" publicKeyToken=\"{PUBLIC_KEY_TOKEN}\" typeName=\"SvcHost\" />\r\n      \
-                     <categoryInstance subcategory=\"nfdemogroup\">\r\n        \
-                     <serviceGroup position=\"last\" serviceName=\"nfdemohvsi\" />\r\n      \
-                     </categoryInstance>\r\n    </categoryMembership>\r\n"
-                ),
+                svchost_block("nfdemogroup", "nfdemohvsi"),
                 reg_key(
                     "HKEY_LOCAL_MACHINE\\SYSTEM\\CurrentControlSet\\Services\\nfdemohvsi\\Parameters",
                     &[(
