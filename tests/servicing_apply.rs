@@ -1,4 +1,5 @@
-//! Offline servicing end to end, checked by tools we did not write: synthetic package cabs
+//! Offline servicing end to end, checked by tools we did not write: SDDL against the
+//! descriptors mkntfs writes; synthetic package cabs
 //! from our writer and from `gcab -c` listed by `cabextract -l` (and tested by
 //! `cabextract -t`); Guest, Compute and Containers with their language packs applied to a
 //! small tree with fresh SYSTEM/SOFTWARE hives, written as an NTFS volume, then read back
@@ -328,21 +329,25 @@ fn synthetic_cabs_from_our_writer_and_gcab_list_the_same_as_cabextract() {
                 std::fs::write(&p, b).unwrap();
                 rel.push(r);
             }
-            let theirs = tmp.path().join("gcab.cab");
-            let _ = std::fs::remove_file(&theirs);
-            common::run_ok(
-                common::tool("gcab")
-                    .current_dir(&src)
-                    .arg("-cz")
-                    .arg(&theirs)
-                    .args(&rel),
-            );
+            // gcab without and with MSZIP compression.
+            let plain = tmp.path().join("gcab.cab");
+            let zipped = tmp.path().join("gcab-z.cab");
+            for (flag, out) in [("-c", &plain), ("-cz", &zipped)] {
+                let _ = std::fs::remove_file(out);
+                common::run_ok(
+                    common::tool("gcab")
+                        .current_dir(&src)
+                        .arg(flag)
+                        .arg(out)
+                        .args(&rel),
+                );
+            }
             let mut want: Vec<(u64, String)> = members
                 .iter()
                 .map(|(n, b)| (b.len() as u64, n.replace('\\', "/")))
                 .collect();
             want.sort();
-            for cabfile in [&ours, &theirs] {
+            for cabfile in [&ours, &plain, &zipped] {
                 assert_eq!(cabextract_list(cabfile), want, "{kind:?} {lang:?}");
                 assert_eq!(our_list(cabfile), want, "{kind:?} {lang:?}");
                 let got = cab::extract_all(cabfile).unwrap();
@@ -358,6 +363,43 @@ fn synthetic_cabs_from_our_writer_and_gcab_list_the_same_as_cabextract() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Security descriptors
+
+/// Our SDDL parser gives the bytes of descriptors made by others: the two mkntfs writes
+/// into every new volume's $Secure:$SDS (read back with ntfscat), and the hand-built one in
+/// tests/common.
+#[test]
+fn sddl_matches_descriptors_written_by_mkntfs_and_the_test_helper() {
+    let tmp = common::tempdir();
+    let img = tmp.path().join("mk.img");
+    File::create(&img).unwrap().set_len(16 << 20).unwrap();
+    common::run_ok(common::tool("mkntfs").args(["-F", "-f", "-q"]).arg(&img));
+    let out = common::run(
+        common::tool("ntfscat")
+            .args(["-a", "0x80", "-n", "$SDS"])
+            .arg(&img)
+            .arg("$Secure"),
+    );
+    assert!(out.status.success(), "ntfscat $Secure:$SDS failed");
+    let sds = out.stdout;
+    // Two entries at 0x0 and 0x80; each a 20-byte header (length at +16) and the descriptor.
+    for (at, mask) in [(0usize, "0x120089"), (0x80, "0x12019f")] {
+        let len = u32::from_le_bytes(sds[at + 16..at + 20].try_into().unwrap()) as usize;
+        let theirs = &sds[at + 20..at + len];
+        let ours = sddl::parse(&format!("O:BAG:BAD:(A;;{mask};;;SY)(A;;{mask};;;BA)")).unwrap();
+        assert_eq!(ours, theirs, "mkntfs descriptor at {at:#x}");
+    }
+    assert_eq!(
+        sddl::parse("O:BAG:BAD:(A;;0x1200a9;;;BU)").unwrap(),
+        common::test_sd(544, 0x1200a9)
+    );
+    assert_eq!(
+        sddl::parse("O:S-1-5-32-551G:BAD:(A;;FA;;;BU)").unwrap(),
+        common::test_sd(551, 0x001F_01FF)
+    );
 }
 
 // ---------------------------------------------------------------------------------------
