@@ -1,10 +1,10 @@
 //! Offline servicing end to end, checked by tools we did not write: SDDL against the
-//! descriptors mkntfs writes; synthetic package cabs
-//! from our writer and from `gcab -c` listed by `cabextract -l` (and tested by
-//! `cabextract -t`); Guest, Compute and Containers with their language packs applied to a
-//! small tree with fresh SYSTEM/SOFTWARE hives, written as an NTFS volume, then read back
-//! with `ntfscat`, `ntfsls`, `ntfsinfo`, `ntfssecaudit` (ntfs-3g) and the hives with
-//! `hivexregedit --export`. Also: request errors, damaged packages and hostile cabs.
+//! descriptors mkntfs writes; synthetic package cabs from our writer and from `gcab -c`
+//! listed by `cabextract -l` (and tested by `cabextract -t`); Guest, Compute and Containers
+//! with their language packs applied to a small tree with fresh SYSTEM/SOFTWARE hives,
+//! written as an NTFS volume, then read back with `ntfscat`, `ntfsls`, `ntfsinfo`,
+//! `ntfssecaudit` (ntfs-3g) and the hives with `hivexregedit --export`. Also: request
+//! errors, damaged packages and hostile cabs.
 mod common;
 
 use std::collections::BTreeMap;

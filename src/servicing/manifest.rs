@@ -25,8 +25,8 @@ use std::collections::BTreeMap;
 /// Largest manifest accepted: real component manifests stay below a few hundred KiB
 /// (the 120 KiB sdbus manifest is among the largest), so 16 MiB leaves ample room.
 pub const MAX_MANIFEST_BYTES: usize = 16 << 20;
-/// Largest registry value data accepted from a manifest (the registry's own practical
-/// limit for values stored in a hive is 1 MiB for most uses; larger is surely a mistake).
+/// Largest registry value data taken from a manifest: manifest values are short strings and
+/// small blobs, and the limit bounds what a hostile manifest can make us allocate.
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
 
 /// Errors reading a component manifest.
@@ -683,6 +683,11 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Component, Error> {
                     match ch.tag_name().name() {
                         "securityDescriptor" => {}
                         "infFile" => f.inf = true,
+                        "driverUpdate" | "driver"
+                            if name.to_ascii_lowercase().ends_with(".inf") =>
+                        {
+                            f.inf = true
+                        }
                         "hash" => {
                             let method = ch
                                 .descendants()

@@ -888,7 +888,7 @@ pub fn apply_packages(
 ) -> Result<ServicingReport> {
     let mut report = ServicingReport {
         limitations: vec![
-            "the COMPONENTS hive (component store index) is not written; Windows rebuilds servicing state it needs at first servicing".into(),
+            "the COMPONENTS hive (component store index) is not written".into(),
             "the CBS Packages\\<identity>\\Updates subkey is not written (its form is not documented)".into(),
             "WinSxS\\Catalogs is not written".into(),
         ],
@@ -1010,6 +1010,123 @@ mod tests {
         assert_eq!(
             map_control_set("CurrentControlSet", "ControlSet001"),
             "ControlSet001"
+        );
+    }
+
+    const MUM: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<assembly xmlns="urn:schemas-microsoft-com:asm.v3" manifestVersion="1.0">
+  <assemblyIdentity name="Demo-Package" version="1.0.0.0" processorArchitecture="amd64" language="neutral" publicKeyToken="0000000000000000"/>
+  <package identifier="Demo" releaseType="Feature Pack">
+    <update name="a"><component><assemblyIdentity name="Demo-A" version="1.0.0.0" processorArchitecture="amd64" language="neutral" publicKeyToken="0000000000000000" versionScope="nonSxS"/></component></update>
+    <update name="b"><component><assemblyIdentity name="Demo-Missing" version="1.0.0.0" processorArchitecture="amd64" language="neutral" publicKeyToken="0000000000000000"/></component></update>
+  </package>
+</assembly>"#;
+
+    const MAN: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<assembly xmlns="urn:schemas-microsoft-com:asm.v3" manifestVersion="1.0">
+  <assemblyIdentity name="Demo-A" version="1.0.0.0" processorArchitecture="amd64" language="neutral" publicKeyToken="0000000000000000" versionScope="nonSxS"/>
+  <file name="a.dll" destinationPath="$(runtime.system32)" sourceName="a.dll"><securityDescriptor name="INHERIT"/></file>
+  <file name="store-only.dll" sourceName="store-only.dll"/>
+  <registryKeys>
+    <registryKey keyName="HKEY_LOCAL_MACHINE\SOFTWARE\Demo"><registryValue name="List" valueType="REG_MULTI_SZ" value="&quot;b&quot;,&quot;c&quot;" operationHint="append"/></registryKey>
+  </registryKeys>
+  <trustInfo><security><accessControl><securityDescriptorDefinitions>
+    <securityDescriptorDefinition name="INHERIT" sddl="(inherit)"/>
+  </securityDescriptorDefinitions></accessControl></security></trustInfo>
+</assembly>"#;
+
+    fn package() -> LoadedPackage {
+        let id = demo_identity();
+        let kf = keyform::keyform(&id).unwrap();
+        LoadedPackage::from_members(
+            "Demo",
+            Part::Neutral,
+            "Demo.cab",
+            vec![
+                ("update.mum".into(), MUM.as_bytes().to_vec()),
+                (format!("{kf}.manifest"), MAN.as_bytes().to_vec()),
+                (format!("{kf}/a.dll"), b"demo a".to_vec()),
+                ("store-only.dll".into(), b"demo store".to_vec()),
+                ("stray.txt".into(), b"demo stray".to_vec()),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn demo_identity() -> keyform::AssemblyIdentity {
+        keyform::AssemblyIdentity {
+            name: "Demo-A".into(),
+            version: "1.0.0.0".into(),
+            processor_architecture: "amd64".into(),
+            language: "neutral".into(),
+            public_key_token: "0000000000000000".into(),
+            type_: String::new(),
+            version_scope: "nonSxS".into(),
+        }
+    }
+
+    #[test]
+    fn inherit_store_only_append_and_unapplied_lines() {
+        let mut t = Tree::new(Meta::at(1));
+        let s32 = t.mkdir_p("Windows\\System32", &Meta::at(1)).unwrap();
+        let sd = t
+            .add_security(&sddl::parse("O:BAG:BAD:(A;;FA;;;BU)").unwrap())
+            .unwrap();
+        t.set_meta(
+            s32,
+            Meta {
+                security: Some(sd),
+                ..Meta::at(1)
+            },
+        )
+        .unwrap();
+        let mut sys = Hive::new_empty("SYSTEM", 1);
+        let mut soft = Hive::new_empty("SOFTWARE", 1);
+        soft.create_key("Demo", 1).unwrap();
+        soft.set_value("Demo", Value::multi_sz("List", &["a", "B"]))
+            .unwrap();
+        let opts = ProjectOptions {
+            timestamp: 7,
+            ..Default::default()
+        };
+        let r = apply_packages(&mut t, &mut sys, &mut soft, &[package()], &opts).unwrap();
+        // "(inherit)": the destination folder's descriptor.
+        let a = t.lookup("Windows\\System32\\a.dll").unwrap();
+        assert_eq!(t.node(a).meta.security, Some(sd));
+        assert_eq!(t.node(a).links.len(), 2);
+        // No destinationPath: in the store only.
+        assert!(t.lookup("Windows\\System32\\store-only.dll").is_none());
+        let kf = keyform::keyform(&demo_identity()).unwrap();
+        assert!(t
+            .lookup(&format!("Windows\\WinSxS\\{kf}\\store-only.dll"))
+            .is_some());
+        // Append keeps existing strings and adds the missing ones (case-insensitively).
+        assert_eq!(
+            soft.key("Demo").unwrap().value("List").unwrap().decode(),
+            ValueData::MultiSz(vec!["a".into(), "B".into(), "c".into()])
+        );
+        let na = r.packages[0].not_applied.join("\n");
+        for want in [
+            "hash check of a.dll",
+            "Demo-Missing 1.0.0.0 listed in update.mum",
+            "cab member stray.txt",
+            ".cat (the cab has no update.cat)",
+        ] {
+            assert!(na.contains(want), "{want} missing:\n{na}");
+        }
+        assert!(!r.fully_applied());
+        let v = soft
+            .key(&format!(
+                "{CBS_KEY}\\Packages\\Demo-Package~0000000000000000~amd64~~1.0.0.0"
+            ))
+            .unwrap();
+        assert_eq!(
+            v.value("InstallTimeLow").unwrap().decode(),
+            ValueData::Dword(7)
+        );
+        assert_eq!(
+            v.value("InstallLocation").unwrap().decode(),
+            ValueData::Sz("Demo.cab".into())
         );
     }
 
