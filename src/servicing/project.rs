@@ -878,7 +878,9 @@ fn same_package(a: &mum::Identity, b: &mum::Identity) -> bool {
         && lang(&a.language) == lang(&b.language)
 }
 
-/// Apply packages (neutral before language pack, each once) to the tree and hives.
+/// Apply packages to the tree and hives. Neutral packages keep the given order (the
+/// resolver puts dependencies first); each language pack follows its neutral package, and a
+/// package given twice or already installed is applied once. Errors leave everything as it was.
 pub fn apply_packages(
     tree: &mut Tree,
     system: &mut Hive,
