@@ -6,6 +6,10 @@
 pub mod cab;
 pub mod catalog;
 pub mod keyform;
+pub mod manifest;
 pub mod media;
 pub mod mum;
+pub mod project;
 pub mod resolve;
+pub mod sddl;
+pub mod synth;
