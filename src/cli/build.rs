@@ -258,22 +258,37 @@ pub fn describe(plan: &Plan) -> String {
             .unwrap_or_default()
     ));
     line("packages, in install order:".into());
-    for p in &plan.servicing.packages {
+    for p in &plan.servicing.packages.packages {
         line(format!(
-            "  {:<30} {} applied, {} not applied{}  ({})",
-            format!("{} ({})", p.name, p.part),
-            p.applied.len(),
+            "  {:<34} {} files, {} registry values, {} services, {} drivers; {} not applied  ({})",
+            format!(
+                "{}{}",
+                p.name,
+                if p.language_pack {
+                    " (language pack)"
+                } else {
+                    ""
+                }
+            ),
+            p.files.len(),
+            p.registry_values.len(),
+            p.services.len(),
+            p.drivers.len(),
             p.not_applied.len(),
-            if p.staged_for_first_boot {
-                ", staged for first boot"
-            } else {
-                ""
-            },
             p.cab
         ));
+        for n in &p.not_applied {
+            line(format!("      {n}"));
+        }
+    }
+    for s in &plan.servicing.staged {
+        line(format!("staged     {s} (installed by DISM at first boot)"));
     }
     for d in &plan.servicing.drivers {
         line(format!("driver     {d}"));
+    }
+    for l in &plan.servicing.packages.limitations {
+        line(format!("limitation {l}"));
     }
     for b in &plan.base_images {
         line(format!(
@@ -414,6 +429,7 @@ pub fn run(a: BuildArgs, quiet: bool) -> anyhow::Result<()> {
         }
         let mut partial: Vec<&str> = plan
             .servicing
+            .packages
             .packages
             .iter()
             .filter(|p| !p.not_applied.is_empty())

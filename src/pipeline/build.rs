@@ -611,7 +611,7 @@ pub fn plan(req: &BuildRequest) -> io::Result<Plan> {
                 Part::Neutral => "neutral".into(),
                 Part::LanguagePack => "language pack".into(),
             },
-            cab: r.path.display().to_string(),
+            cab: shown_path(&r.path, demo.as_ref().map(|d| d.path())),
         })
         .collect();
     for r in &resolved {
@@ -681,13 +681,7 @@ pub fn plan(req: &BuildRequest) -> io::Result<Plan> {
     let mut hashed = Vec::new();
     for (role, f) in &files {
         let (bytes, sha256) = sha256_file(f, p)?;
-        let shown = match &demo {
-            Some(d) => match f.strip_prefix(d.path()) {
-                Ok(rel) => format!("demo:{}", rel.display()),
-                Err(_) => f.display().to_string(),
-            },
-            None => f.display().to_string(),
-        };
+        let shown = shown_path(f, demo.as_ref().map(|d| d.path()));
         hashed.push(InputFile {
             role: role.clone(),
             path: shown,
@@ -944,6 +938,15 @@ pub fn plan(req: &BuildRequest) -> io::Result<Plan> {
         seed_bytes,
         _demo: demo.map(|d| (d, demo_guard)),
     })
+}
+
+/// How a path appears in the plan: files of the generated demo media as `demo:REL`, so
+/// reports do not name a temporary folder.
+fn shown_path(p: &Path, demo: Option<&Path>) -> String {
+    match demo.and_then(|d| p.strip_prefix(d).ok()) {
+        Some(rel) => format!("demo:{}", rel.display()),
+        None => p.display().to_string(),
+    }
 }
 
 fn walk_files(dir: &Path) -> io::Result<Vec<PathBuf>> {

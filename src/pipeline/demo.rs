@@ -24,7 +24,7 @@ use std::path::Path;
 
 /// 2016-10-12 00:00:00 UTC (the Windows Server 2016 release date) as FILETIME: the time of
 /// every demo file, so the demo media never depend on the clock.
-pub const DEMO_TIME: u64 = 131_207_904_000_000_000;
+pub const DEMO_TIME: u64 = 131_207_040_000_000_000;
 /// Language of the demo language packs.
 pub const DEMO_LANGUAGE: &str = "en-us";
 /// Build number of the demo images (Windows Server 2016 RTM).
@@ -247,6 +247,16 @@ fn text(s: &str) -> Vec<u8> {
     out
 }
 
+/// One file each demo package installs (inside the Windows volume), for the boot check.
+pub fn marker_path(kind: SynthKind) -> &'static str {
+    match kind {
+        SynthKind::Guest => "Windows\\System32\\nfdemoguest.dll",
+        SynthKind::Compute => "Windows\\System32\\nfdemovmms.exe",
+        SynthKind::Containers => "Windows\\System32\\nfdemocontainer.dll",
+        SynthKind::OemDrivers => "Windows\\System32\\drivers\\nfdemonet.sys",
+    }
+}
+
 /// The GRUB script of the boot manager stand-in. Paths it reads are fixed by the demo
 /// packages (one payload file each) and the container store's layout.
 pub fn grub_script() -> String {
@@ -260,9 +270,9 @@ pub fn grub_script() -> String {
     s.push_str("echo \"esp=$esp\"\nls -l ($esp)/EFI/Microsoft/Boot/\n");
     s.push_str("search --no-floppy --set=win --file /Windows/System32/config/SYSTEM\n");
     s.push_str("echo \"windows=$win\"\n");
-    s.push_str("echo \"BEGIN SYSTEM HIVE\"\nhexdump ($win)/Windows/System32/config/SYSTEM\necho \"END SYSTEM HIVE\"\n");
+    s.push_str("echo \"BEGIN SYSTEM HIVE\"\nhexdump --length=16777216 ($win)/Windows/System32/config/SYSTEM\necho \"END SYSTEM HIVE\"\n");
     for kind in SynthKind::ALL {
-        let path = synth::marker_path(*kind).replace('\\', "/");
+        let path = marker_path(kind).replace('\\', "/");
         s.push_str(&format!(
             "echo \"BEGIN PACKAGE FILE {path}\"\ncat ($win)/{path}\necho \"\"\necho \"END PACKAGE FILE\"\n"
         ));
@@ -275,19 +285,52 @@ pub fn grub_script() -> String {
     s
 }
 
+/// A one-file POSIX ustar archive (POSIX.1-2008 `pax` "ustar Interchange Format"): the
+/// memdisk GRUB reads its script from. Fixed owner, mode and time, so it is deterministic.
+fn ustar(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    let octal = |h: &mut [u8; 512], at: usize, width: usize, v: u64| {
+        let s = format!("{v:0w$o}", w = width - 1);
+        h[at..at + width - 1].copy_from_slice(s.as_bytes());
+    };
+    octal(&mut h, 100, 8, 0o644);
+    octal(&mut h, 108, 8, 0);
+    octal(&mut h, 116, 8, 0);
+    octal(&mut h, 124, 12, data.len() as u64);
+    octal(&mut h, 136, 12, 0);
+    h[156] = b'0';
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    // The checksum is computed with its own field as spaces.
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    let s = format!("{sum:06o}\0 ");
+    h[148..156].copy_from_slice(s.as_bytes());
+    let mut out = h.to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
+    out
+}
+
 /// Build the GRUB stand-in with grub-mkimage (deterministic for one GRUB installation), or
-/// `None` when GRUB's EFI tools are not installed.
+/// `None` when GRUB's EFI tools are not installed. The embedded early config hands over to
+/// normal mode (full scripting) on a memdisk holding [`grub_script`].
 fn grub_standin(no_grub: bool) -> io::Result<Option<Vec<u8>>> {
     if no_grub || !Path::new("/usr/lib/grub/x86_64-efi/kernel.img").exists() {
         return Ok(None);
     }
     let dir = tempfile::tempdir()?;
-    let cfg = dir.path().join("demo.cfg");
-    std::fs::write(&cfg, grub_script())?;
+    let cfg = dir.path().join("early.cfg");
+    std::fs::write(&cfg, "normal (memdisk)/demo.cfg\n")?;
+    let tar = dir.path().join("memdisk.tar");
+    std::fs::write(&tar, ustar("demo.cfg", grub_script().as_bytes()))?;
     let out = dir.path().join("bootx64.efi");
     let status = std::process::Command::new("grub-mkimage")
-        .args(["-O", "x86_64-efi", "-p", "/EFI/Boot", "-c"])
+        .args(["-O", "x86_64-efi", "-p", "(memdisk)", "-c"])
         .arg(&cfg)
+        .arg("-m")
+        .arg(&tar)
         .arg("-o")
         .arg(&out)
         .args([
@@ -307,6 +350,8 @@ fn grub_standin(no_grub: bool) -> io::Result<Option<Vec<u8>>> {
             "test",
             "regexp",
             "configfile",
+            "memdisk",
+            "tar",
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -402,6 +447,12 @@ fn options(name: &str, edition: &str, seed: &str) -> CaptureOptions {
         languages: vec![DEMO_LANGUAGE.to_string()],
         time: DEMO_TIME,
         guid: *Guid::derive(b"nanoforge demo media", seed).as_bytes(),
+        flags: Some(edition.to_string()),
+        display_name: Some(name.to_string()),
+        // PROCESSOR_ARCHITECTURE_AMD64.
+        arch: Some(9),
+        product_name: Some("Microsoft Windows Operating System (nanoforge demo)".into()),
+        installation_type: Some("Nano Server".into()),
         ..CaptureOptions::default()
     }
 }
@@ -469,11 +520,11 @@ pub fn write_media(dir: &Path, opts: &DemoOptions) -> io::Result<DemoReport> {
     files.push("NanoServer/NanoServer.wim".to_string());
 
     for kind in SynthKind::ALL {
-        let neutral = synth::synthetic_package(*kind, None);
-        let name = synth::cab_name(*kind);
+        let neutral = synth::synthetic_package(kind, None);
+        let name = kind.package_name();
         synth::write_cab(&pkgs.join(format!("{name}.cab")), &neutral)?;
         files.push(format!("NanoServer/Packages/{name}.cab"));
-        let lp = synth::synthetic_package(*kind, Some(DEMO_LANGUAGE));
+        let lp = synth::synthetic_package(kind, Some(DEMO_LANGUAGE));
         synth::write_cab(&lang.join(format!("{name}_{DEMO_LANGUAGE}.cab")), &lp)?;
         files.push(format!(
             "NanoServer/Packages/{DEMO_LANGUAGE}/{name}_{DEMO_LANGUAGE}.cab"

@@ -1,14 +1,24 @@
-//! The servicing step of a build: install the resolved packages, the update cabs and the
-//! drivers into the volume tree and its SYSTEM and SOFTWARE hives, and say exactly what was
-//! and was not applied.
+//! The servicing step of a build: install the resolved packages and the update cabs
+//! (`servicing::project`, offline component servicing) and the drivers (the packages'
+//! driver components and `--driver` folders) into the volume tree and its SYSTEM and
+//! SOFTWARE hives, and say exactly what was and was not applied.
+//!
+//! A package with elements that could not be applied offline fails the build, unless
+//! `allow_partial` (build without them) or `first_boot` (stage the package's cab in the image
+//! and install it with `dism /online /add-package` from SetupComplete.cmd).
 
 use crate::formats::regf::Hive;
 use crate::pipeline::build::Progress;
-use crate::servicing::resolve::ResolvedPackage;
-use crate::tree::Tree;
+use crate::servicing::cab;
+use crate::servicing::project::{self, LoadedPackage, ProjectOptions, ServicingReport};
+use crate::servicing::resolve::{Part, ResolvedPackage};
+use crate::tree::{Content, Meta, Tree};
 use serde::Serialize;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// Where staged package cabs go inside the volume.
+pub const STAGING_DIR: &str = "Windows\\Servicing\\nanoforge-staged";
 
 /// How the step may behave.
 #[derive(Debug, Clone, Default)]
@@ -28,64 +38,141 @@ pub struct Options {
 /// What the step did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
-    pub packages: Vec<PackageReport>,
-    pub drivers: Vec<String>,
-    /// Commands the first-boot script must run before the user's (staged packages).
+    #[serde(flatten)]
+    pub packages: ServicingReport,
+    /// Drivers injected (from packages and `--driver`).
+    pub drivers: Vec<serde_json::Value>,
+    /// Cabs staged in the image for DISM at first boot.
+    pub staged: Vec<String>,
+    /// Commands the first-boot script must run before the user's.
     pub first_boot_commands: Vec<String>,
 }
 
-/// One package.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct PackageReport {
-    pub name: String,
-    /// `neutral` or `language pack`.
-    pub part: String,
-    pub cab: String,
-    pub applied: Vec<String>,
-    pub not_applied: Vec<String>,
-    pub staged_for_first_boot: bool,
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
 }
 
-/// Install everything; on error the tree and hives may be partly changed (the caller
-/// discards them: nothing has been written yet).
+/// Read an update cab given by path.
+fn load_update(path: &Path) -> io::Result<LoadedPackage> {
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let members = cab::extract_all(path).map_err(io::Error::from)?;
+    LoadedPackage::from_members(&name, Part::Neutral, &file, members)
+        .map_err(|e| invalid(e.to_string()))
+}
+
+/// Install everything. On error nothing has been written yet; the caller discards the tree.
 pub fn apply(
-    _tree: &mut Tree,
-    _system: &mut Hive,
-    _software: &mut Hive,
+    tree: &mut Tree,
+    system: &mut Hive,
+    software: &mut Hive,
     packages: &[ResolvedPackage],
     opts: &Options,
-    _progress: &dyn Progress,
+    progress: &dyn Progress,
 ) -> io::Result<Report> {
-    let mut report = Report::default();
+    let mut loaded = Vec::new();
+    let mut sources: Vec<PathBuf> = Vec::new();
     for p in packages {
-        report.packages.push(PackageReport {
-            name: p.name.clone(),
-            part: match p.part {
-                crate::servicing::resolve::Part::Neutral => "neutral".into(),
-                crate::servicing::resolve::Part::LanguagePack => "language pack".into(),
-            },
-            cab: p.path.display().to_string(),
-            applied: Vec::new(),
-            not_applied: vec![
-                "every component (offline component servicing is not available yet)".into(),
-            ],
-            staged_for_first_boot: false,
-        });
+        progress.detail(&format!("reading {}", p.path.display()));
+        loaded.push(project::load(p).map_err(|e| invalid(e.to_string()))?);
+        sources.push(p.path.clone());
     }
-    if !opts.drivers.is_empty() || !opts.servicing_packages.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "driver injection and update cabs are not available yet",
-        ));
+    for p in &opts.servicing_packages {
+        progress.detail(&format!("reading update {}", p.display()));
+        loaded.push(load_update(p)?);
+        sources.push(p.clone());
     }
-    if !report.packages.is_empty() && !opts.allow_partial {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!(
-                "{} could not be applied offline; pass --allow-partial-servicing to build without them",
-                report.packages.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
-            ),
-        ));
+    let popts = ProjectOptions {
+        timestamp: opts.time,
+        ..ProjectOptions::default()
+    };
+    let svc = project::apply_packages(tree, system, software, &loaded, &popts)
+        .map_err(|e| invalid(e.to_string()))?;
+    let mut report = Report {
+        packages: svc,
+        ..Report::default()
+    };
+    inject_drivers(tree, system, &mut report, opts)?;
+
+    // Packages with unapplied elements.
+    let partial: Vec<(String, String)> = report
+        .packages
+        .packages
+        .iter()
+        .filter(|p| !p.not_applied.is_empty())
+        .map(|p| (p.name.clone(), p.cab.clone()))
+        .collect();
+    if !partial.is_empty() {
+        if opts.first_boot {
+            let meta = Meta::at(opts.time);
+            let dir = tree
+                .mkdir_p(STAGING_DIR, &meta)
+                .map_err(|e| invalid(format!("{STAGING_DIR}: {e}")))?;
+            for (name, cab) in &partial {
+                let Some(src) = loaded
+                    .iter()
+                    .zip(&sources)
+                    .find(|(l, _)| &l.cab == cab)
+                    .map(|(_, s)| s.clone())
+                else {
+                    continue;
+                };
+                let file = src
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if tree.child(dir, &file).is_some() {
+                    continue;
+                }
+                let len = std::fs::metadata(&src)?.len();
+                tree.add_file(dir, &file, meta.clone(), Content::HostFile(src, len))
+                    .map_err(|e| invalid(format!("{STAGING_DIR}\\{file}: {e}")))?;
+                report.staged.push(format!("{name}: {STAGING_DIR}\\{file}"));
+                report.first_boot_commands.push(format!(
+                    "dism.exe /online /add-package /packagepath:\"%SystemRoot%\\{}\\{file}\" /quiet /norestart",
+                    STAGING_DIR.trim_start_matches("Windows\\")
+                ));
+            }
+        } else if !opts.allow_partial {
+            let first = report
+                .packages
+                .packages
+                .iter()
+                .find(|p| !p.not_applied.is_empty())
+                .map(|p| format!("{}: {}", p.cab, p.not_applied[0]))
+                .unwrap_or_default();
+            let mut names: Vec<&str> = partial.iter().map(|(n, _)| n.as_str()).collect();
+            names.dedup();
+            return Err(invalid(format!(
+                "{} cannot be applied completely offline (first: {first}); pass \
+                 --allow-partial-servicing to build without those elements, or \
+                 --first-boot-servicing to install the packages with DISM at first boot; \
+                 --dry-run lists every element",
+                names.join(", ")
+            )));
+        }
     }
     Ok(report)
+}
+
+/// Driver injection: the packages' driver components, then `--driver` folders.
+fn inject_drivers(
+    _tree: &mut Tree,
+    _system: &mut Hive,
+    report: &mut Report,
+    opts: &Options,
+) -> io::Result<()> {
+    if !report.packages.driver_payloads.is_empty() || !opts.drivers.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "driver injection is not available yet",
+        ));
+    }
+    Ok(())
 }
