@@ -455,10 +455,38 @@ pub fn settings_table_markdown() -> String {
             "| `{}` | `--{}` | {} | {} | {} |\n",
             st.key,
             st.flag(),
-            kind_word(st.kind),
+            match st.kind {
+                Kind::Choice(w) => format!("one of {}", w.join(", ")),
+                k => kind_word(k).to_string(),
+            },
             st.default.map(|d| format!("`{d}`")).unwrap_or_default(),
             st.help.replace('|', "\\|")
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/settings.md is generated from the settings table; NANOFORGE_BLESS=1 rewrites it.
+    #[test]
+    fn settings_doc_matches_the_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/settings.md");
+        let want = format!(
+            "# Build settings\n\nEvery setting is a template key and a flag of `nanoforge build` \
+             (generated from `pipeline::config::SETTINGS`; `NANOFORGE_BLESS=1 cargo test \
+             settings_doc` rewrites this file).\n\n{}",
+            settings_table_markdown()
+        );
+        if std::env::var_os("NANOFORGE_BLESS").is_some() {
+            std::fs::write(path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            have == want,
+            "docs/settings.md is stale: run NANOFORGE_BLESS=1 cargo test settings_doc"
+        );
+    }
 }
