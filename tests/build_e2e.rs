@@ -337,12 +337,15 @@ fn an_interrupted_build_leaves_nothing() {
         .unwrap();
     // Wait until the temporary output exists, then interrupt.
     let start = std::time::Instant::now();
-    while listing(d).iter().all(|n| !n.contains("big.vhdx")) {
+    let mut saw_partial = false;
+    while !saw_partial {
+        saw_partial = listing(d).iter().any(|n| n.contains("big.vhdx"));
         if child.try_wait().unwrap().is_some() || start.elapsed().as_secs() > 120 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    assert!(saw_partial, "the build ended before it started writing");
     run_ok(Command::new("kill").args(["-INT", &child.id().to_string()]));
     let status = child.wait().unwrap();
     assert!(!status.success());

@@ -551,14 +551,7 @@ fn capture(a: CaptureArgs, quiet: bool) -> anyhow::Result<()> {
     }];
     let r = wim::write::write_wim(&mut file, &images, 0, &|n| pb.inc(n))
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", a.out.display()))?;
-    if a.check {
-        wim::write::add_integrity_table(&mut file)?;
-    }
-    pb.finish_and_clear();
-    file.sync_all()?;
-    let size = file.metadata()?.len();
-    drop(file);
-    pending.commit()?;
+    let size = finish_wim(file, pending, a.check, &pb)?;
     if !quiet {
         eprintln!(
             "wrote {}: {} in {} blobs, {} file",
@@ -612,14 +605,7 @@ fn export(a: ExportArgs, quiet: bool) -> anyhow::Result<()> {
                 a.out.display()
             )
         })?;
-    if a.check {
-        wim::write::add_integrity_table(&mut file)?;
-    }
-    pb.finish_and_clear();
-    file.sync_all()?;
-    let size = file.metadata()?.len();
-    drop(file);
-    pending.commit()?;
+    let size = finish_wim(file, pending, a.check, &pb)?;
     if !quiet {
         eprintln!(
             "wrote {}: image {} of {}, {} in {} blobs, {} file",
@@ -632,4 +618,23 @@ fn export(a: ExportArgs, quiet: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Add the integrity table when asked, flush, and move the finished WIM into place;
+/// returns its size.
+fn finish_wim(
+    mut file: std::fs::File,
+    pending: crate::core::output::PendingOutput,
+    check: bool,
+    pb: &indicatif::ProgressBar,
+) -> anyhow::Result<u64> {
+    if check {
+        wim::write::add_integrity_table(&mut file)?;
+    }
+    pb.finish_and_clear();
+    file.sync_all()?;
+    let size = file.metadata()?.len();
+    drop(file);
+    pending.commit()?;
+    Ok(size)
 }
