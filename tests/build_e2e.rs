@@ -499,3 +499,109 @@ fn docker_tarball_first_boot_setup_and_secrets() {
     let m: serde_json::Value = serde_json::from_slice(&meta).unwrap();
     assert_eq!(m["Name"], "NanoServer");
 }
+
+#[test]
+fn unapplied_package_elements_fail_or_are_allowed_or_staged_for_first_boot() {
+    let dir = tempdir();
+    let d = dir.path();
+    let media = d.join("media");
+    run_ok(nanoforge().args(["media", "demo", "--no-grub"]).arg(&media));
+    // Give the Containers package an element offline servicing does not apply.
+    let cab = media.join("NanoServer/Packages/Microsoft-NanoServer-Containers-Package.cab");
+    let x = d.join("x");
+    std::fs::create_dir(&x).unwrap();
+    run_ok(tool("cabextract").arg("-q").arg("-d").arg(&x).arg(&cab));
+    let mut members: Vec<String> = Vec::new();
+    let mut stack = vec![x.clone()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let e = e.unwrap().path();
+            if e.is_dir() {
+                stack.push(e);
+            } else {
+                members.push(e.strip_prefix(&x).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    members.sort();
+    let manifest = members.iter().find(|m| m.ends_with(".manifest")).unwrap();
+    let mpath = x.join(manifest);
+    let text = String::from_utf8(read(&mpath)).unwrap();
+    let text = text.replace(
+        "</assembly>",
+        "  <migration scope=\"Upgrade\" />\r\n</assembly>",
+    );
+    std::fs::write(&mpath, text).unwrap();
+    std::fs::remove_file(&cab).unwrap();
+    run_ok(
+        tool("gcab")
+            .current_dir(&x)
+            .arg("-c")
+            .arg(&cab)
+            .args(&members),
+    );
+
+    let m = media.to_str().unwrap();
+    let out = d.join("out");
+    std::fs::create_dir(&out).unwrap();
+    fails(
+        &out,
+        &["--media", m, "--containers", "-o", "a.img"],
+        "--allow-partial-servicing",
+    );
+    build_ok(
+        &out,
+        &[
+            "--media",
+            m,
+            "--containers",
+            "--allow-partial-servicing",
+            "--size",
+            "1GiB",
+            "-o",
+            "b.img",
+        ],
+    );
+    let r: serde_json::Value =
+        serde_json::from_slice(&read(&out.join("b.img.report.json"))).unwrap();
+    let not_applied: Vec<String> = r["servicing"]["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["not_applied"].as_array().unwrap().clone())
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        not_applied.iter().any(|n| n.contains("migration")),
+        "{not_applied:?}"
+    );
+    build_ok(
+        &out,
+        &[
+            "--media",
+            m,
+            "--containers",
+            "--first-boot-servicing",
+            "--size",
+            "1GiB",
+            "-o",
+            "c.img",
+        ],
+    );
+    let vol = d.join("c.ntfs");
+    windows_partition(&out.join("c.img"), &vol);
+    assert_eq!(
+        ntfscat(
+            &vol,
+            "Windows/servicing/nanoforge-staged/Microsoft-NanoServer-Containers-Package.cab"
+        ),
+        read(&cab)
+    );
+    let script =
+        String::from_utf8(ntfscat(&vol, "Windows/Setup/Scripts/SetupComplete.cmd")).unwrap();
+    assert!(
+        script.contains("dism.exe /online /add-package")
+            && script.contains("Microsoft-NanoServer-Containers-Package.cab"),
+        "{script}"
+    );
+}

@@ -18,7 +18,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// Where staged package cabs go inside the volume.
-pub const STAGING_DIR: &str = "Windows\\Servicing\\nanoforge-staged";
+pub const STAGING_DIR: &str = "Windows\\servicing\\nanoforge-staged";
 
 /// How the step may behave.
 #[derive(Debug, Clone, Default)]
