@@ -134,14 +134,27 @@ pub struct KnownPackage {
     /// Language-pack path per release, relative to the `NanoServer` folder, with `{lang}` and
     /// `{cab}` placeholders.
     pub lang_pack: BTreeMap<String, String>,
+    /// Cab base names of releases whose name differs from `cab` (e.g. TP4's
+    /// `Microsoft-Windows-Server-SCVMM-Package`).
+    #[serde(default)]
+    pub cab_by_release: BTreeMap<String, String>,
 }
 
 impl KnownPackage {
+    /// The cab base name in `release`.
+    pub fn cab_for(&self, release: &str) -> &str {
+        self.cab_by_release
+            .get(release)
+            .map(String::as_str)
+            .unwrap_or(&self.cab)
+    }
+
     /// The language-pack path for `release` and `lang`, if the manifest gives a rule.
     pub fn lang_pack_path(&self, release: &str, lang: &str) -> Option<String> {
-        self.lang_pack
-            .get(release)
-            .map(|r| r.replace("{lang}", lang).replace("{cab}", &self.cab))
+        self.lang_pack.get(release).map(|r| {
+            r.replace("{lang}", lang)
+                .replace("{cab}", self.cab_for(release))
+        })
     }
 
     /// Whether the package may be installed into `edition`.
@@ -175,7 +188,12 @@ impl Catalog {
                 file: file.clone(),
                 msg: e.to_string().replace('\n', " "),
             })?;
-            for r in p.releases.iter().chain(p.lang_pack.keys()) {
+            for r in p
+                .releases
+                .iter()
+                .chain(p.lang_pack.keys())
+                .chain(p.cab_by_release.keys())
+            {
                 if !RELEASES.contains(&r.as_str()) {
                     return Err(Error::BadRelease {
                         file,
@@ -261,9 +279,12 @@ impl Catalog {
             .strip_suffix(".cab")
             .or_else(|| cab.strip_suffix(".CAB"))
             .unwrap_or(cab);
-        self.packages
-            .values()
-            .find(|p| p.cab.eq_ignore_ascii_case(base))
+        self.packages.values().find(|p| {
+            p.cab.eq_ignore_ascii_case(base)
+                || p.cab_by_release
+                    .values()
+                    .any(|c| c.eq_ignore_ascii_case(base))
+        })
     }
 
     /// All packages, sorted by short name.

@@ -138,13 +138,13 @@ pub fn resolve(
     }
     let mut out = Vec::new();
     for p in order {
-        let neutral = find_ci(&media.packages, &format!("{}.cab", p.cab))?.ok_or_else(|| {
-            Error::NoNeutral {
+        let cab = p.cab_for(&request.release);
+        let neutral =
+            find_ci(&media.packages, &format!("{cab}.cab"))?.ok_or_else(|| Error::NoNeutral {
                 name: p.name.clone(),
-                cab: p.cab.clone(),
+                cab: cab.to_string(),
                 dir: media.packages.display().to_string(),
-            }
-        })?;
+            })?;
         let (lang, dir) = media
             .language
             .clone()
@@ -153,7 +153,7 @@ pub fn resolve(
             })?;
         let rel = p
             .lang_pack_path(&request.release, &lang)
-            .unwrap_or_else(|| format!("{}_{lang}.cab", p.cab));
+            .unwrap_or_else(|| format!("{cab}_{lang}.cab"));
         let file = rel.rsplit('/').next().unwrap_or(&rel).to_string();
         let lp = find_ci(&dir, &file)?.ok_or_else(|| Error::NoLanguagePack {
             name: p.name.clone(),
