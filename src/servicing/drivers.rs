@@ -773,6 +773,19 @@ impl Planner<'_> {
             }
         }
 
+        let ccs = current_control_set(system);
+        for sv in services.iter().filter(|s| s.create) {
+            if system
+                .key(&format!("{ccs}\\Services\\{}", sv.name))
+                .is_some()
+            {
+                self.not_applied.push(format!(
+                    "{ccs}\\Services\\{} existed: the values the INF sets replaced the image's, the others were kept",
+                    sv.name
+                ));
+            }
+        }
+
         // Things the INF asks for that are not done offline.
         if let Some(c) = &version.catalog_file {
             self.not_applied.push(format!(
@@ -888,6 +901,18 @@ impl Planner<'_> {
                         ss.name, a.line
                     ));
                     continue;
+                }
+                for (what, v) in [
+                    ("service name", &a.name),
+                    ("event log type", &a.event_log_type),
+                    ("event source name", &a.event_name),
+                ] {
+                    if !check_key_name(v) {
+                        return Err(self.invalid(format!(
+                            "[{}] line {}: {what} {v:?} cannot be a registry key name (1 to 255 characters, no '\\')",
+                            ss.name, a.line
+                        )));
+                    }
                 }
                 let si = self
                     .inf
@@ -1047,6 +1072,11 @@ impl Planner<'_> {
         services.extend(svcs);
         Ok(cfg)
     }
+}
+
+/// A single registry key name: 1..=255 UTF-16 units, no `\`.
+fn check_key_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains('\\') && name.encode_utf16().count() <= 255
 }
 
 /// A device id usable as a registry path: `\`-separated parts, each 1..=255 characters.
@@ -1680,6 +1710,42 @@ Disk = "VirtIO disk"
             .unwrap_err()
             .to_string()
             .contains("no ControlSet001"));
+    }
+
+    #[test]
+    fn mutated_packages_never_panic_and_failures_change_nothing() {
+        const SPECIAL: &[u8] = b"\"\\;%[],=\n0x12@";
+        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as usize
+        };
+        let mut ok = 0;
+        for _ in 0..400 {
+            let mut b = INF.as_bytes().to_vec();
+            for _ in 0..1 + next() % 3 {
+                let at = next() % b.len().max(1);
+                if next() % 2 == 0 && !b.is_empty() {
+                    b[at] = SPECIAL[next() % SPECIAL.len()];
+                } else {
+                    b.insert(at, SPECIAL[next() % SPECIAL.len()]);
+                }
+            }
+            let mut p = pkg();
+            p.files[0].1 = Content::bytes(b);
+            let (mut t, mut h) = image();
+            let (t0, h0) = (t.len(), h.clone());
+            match inject(&mut t, &mut h, &p, &opts()) {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    assert!(!e.to_string().contains('\n'), "{e}");
+                    assert_eq!((t.len(), &h), (t0, &h0));
+                }
+            }
+        }
+        assert!(ok > 0, "no mutation injected at all");
     }
 
     #[test]

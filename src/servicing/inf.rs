@@ -287,6 +287,8 @@ impl Inf {
         let mut index: BTreeMap<String, usize> = BTreeMap::new();
         let mut current: Option<usize> = None;
         let mut logical = String::new();
+        let mut logical_chars = 0usize;
+        let mut continuing = false;
         let mut logical_start = 0usize;
         let mut total_lines = 0usize;
         let physical: Vec<&str> = text.split('\n').collect();
@@ -300,7 +302,7 @@ impl Inf {
                     "unterminated quoted string (quotes cannot span lines); close the quote".into(),
                 ));
             }
-            if logical.is_empty() {
+            if !continuing {
                 logical_start = n;
             }
             let trimmed = code.trim_end();
@@ -308,12 +310,8 @@ impl Inf {
                 Some(p) => (p, true),
                 None => (trimmed, false),
             };
-            if logical
-                .chars()
-                .count()
-                .saturating_add(piece.chars().count())
-                > MAX_LINE_CHARS
-            {
+            logical_chars = logical_chars.saturating_add(piece.chars().count());
+            if logical_chars > MAX_LINE_CHARS {
                 return Err(syntax(
                     logical_start,
                     format!(
@@ -322,9 +320,11 @@ impl Inf {
                 ));
             }
             logical.push_str(piece);
-            if continues && i + 1 < physical.len() {
+            continuing = continues && i + 1 < physical.len();
+            if continuing {
                 continue;
             }
+            logical_chars = 0;
             let line_text = std::mem::take(&mut logical);
             let t = line_text.trim();
             if t.is_empty() {
@@ -487,6 +487,13 @@ fn substitute(
     if !s.contains('%') {
         return Ok(s.to_string());
     }
+    let too_long = || Error::Syntax {
+        file: file.into(),
+        line,
+        detail: format!(
+            "a field is longer than {MAX_FIELD_CHARS} characters after string substitution"
+        ),
+    };
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(p) = rest.find('%') {
@@ -503,6 +510,11 @@ fn substitute(
             out.push('%');
         } else if let Some(v) = strings.get(&token.to_lowercase()) {
             out.push_str(v);
+            // Stop early: many long strings in one field would otherwise grow it far
+            // past the limit before the final check (4 bytes per character at most).
+            if out.len() > MAX_FIELD_CHARS * 4 {
+                return Err(too_long());
+            }
         } else if token.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
             out.push('%');
             out.push_str(token);
@@ -518,13 +530,7 @@ fn substitute(
     }
     out.push_str(rest);
     if out.chars().count() > MAX_FIELD_CHARS {
-        return Err(Error::Syntax {
-            file: file.into(),
-            line,
-            detail: format!(
-                "a field is longer than {MAX_FIELD_CHARS} characters after string substitution"
-            ),
-        });
+        return Err(too_long());
     }
     Ok(out)
 }
@@ -776,10 +782,10 @@ impl Decoration {
     /// Parse one decoration; `None` when it does not start with `NT` or a field is not a number.
     pub fn parse(text: &str) -> Option<Decoration> {
         let t = text.trim();
-        if t.len() < 2 || !t[..2].eq_ignore_ascii_case("nt") {
+        if !t.get(..2)?.eq_ignore_ascii_case("nt") {
             return None;
         }
-        let mut parts = t[2..].split('.');
+        let mut parts = t.get(2..)?.split('.');
         let arch_text = parts.next().unwrap_or("");
         let arch = if arch_text.is_empty() {
             None
@@ -1972,6 +1978,87 @@ desc = "Red Hat VirtIO SCSI controller"
             .to_string()
             .contains("line 7"));
         assert!(inf.devices("nothere").is_err());
+    }
+
+    /// Every typed view of `inf`, for the no-panic test.
+    fn walk(inf: &Inf) {
+        let _ = inf.version();
+        let targets = [
+            TargetOs::SERVER_2016,
+            TargetOs {
+                arch: Arch::X86,
+                ..TargetOs::SERVER_2016
+            },
+        ];
+        for m in inf.manufacturers().unwrap_or_default() {
+            for os in &targets {
+                let Ok(ModelsChoice {
+                    section: Some(sec), ..
+                }) = inf.select_models(&m, os)
+                else {
+                    continue;
+                };
+                for d in inf.devices(&sec).unwrap_or_default() {
+                    let Some(name) = inf.install_section_name(&d.install_section, os.arch) else {
+                        continue;
+                    };
+                    let Ok(is) = inf.install_section(&name) else {
+                        continue;
+                    };
+                    for c in &is.copy_files {
+                        let _ = inf.copy_list(c);
+                        let _ = inf.destination(Some(c));
+                    }
+                    for r in &is.add_reg {
+                        for l in inf.add_reg_section(r).unwrap_or_default() {
+                            let _ = inf.reg_action(&l);
+                        }
+                    }
+                    if let Ok(ss) = inf.services_section(&format!("{name}.Services")) {
+                        for a in ss.add_service {
+                            let _ = inf.service_install(&a.install_section);
+                        }
+                    }
+                }
+            }
+        }
+        for f in inf.source_files(Arch::Amd64).values() {
+            let _ = inf.source_path(&f.name, Arch::Amd64);
+        }
+    }
+
+    #[test]
+    fn mutated_infs_never_panic() {
+        const SPECIAL: &[u8] = b"\"\\;%[],=\n\r \xe9\x00";
+        let base = SAMPLE.as_bytes();
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as usize
+        };
+        for _ in 0..1500 {
+            let mut b = base.to_vec();
+            for _ in 0..1 + next() % 6 {
+                let at = next() % b.len().max(1);
+                match next() % 4 {
+                    0 if !b.is_empty() => b[at] = SPECIAL[next() % SPECIAL.len()],
+                    1 => b.insert(at, SPECIAL[next() % SPECIAL.len()]),
+                    2 if next() % 4 == 0 => b.truncate(at),
+                    _ => {
+                        let end = (at + next() % 40).min(b.len());
+                        b.drain(at..end);
+                    }
+                }
+            }
+            if let Ok(inf) = Inf::parse("fuzz.inf", &b) {
+                walk(&inf);
+            }
+            let mut u = vec![0xFF, 0xFE];
+            u.extend(b.iter().flat_map(|&c| [c, 0]));
+            let _ = Inf::parse("fuzz16.inf", &u);
+        }
     }
 
     #[test]
