@@ -847,15 +847,19 @@ impl Planner<'_> {
         services: &mut Vec<ServicePlan>,
         copies: &mut BTreeMap<String, (String, Content)>,
     ) -> Result<ConfigPlan> {
-        let actual = self.inf.install_section_name(name, self.os.arch).ok_or_else(|| {
-            self.wrap(inf::Error::MissingSection {
-                file: self.inf.file.clone(),
-                section: format!("{name}.NT{}", self.os.arch.name()),
-                why: format!(
-                    " (nor [{name}.NT] or [{name}]), the install section the models line {line} names"
+        let actual = self
+            .inf
+            .install_section_name(name, self.os.arch)
+            .ok_or_else(|| {
+                self.wrap(inf::Error::MissingSection {
+                    file: self.inf.file.clone(),
+                    at: format!(" line {line}"),
+                    section: format!("{name}.NT{}", self.os.arch.name()),
+                    why: format!(
+                    " (nor [{name}.NT] or [{name}]), the install section this models line names"
                 ),
-            })
-        })?;
+                })
+            })?;
         let is = self
             .inf
             .install_section(&actual)

@@ -63,9 +63,11 @@ pub enum Error {
         line: usize,
         token: String,
     },
-    #[error("{file}: no [{section}] section{why}")]
+    /// `at` is " line N" naming the first line that refers to the section, or "".
+    #[error("{file}{at}: no [{section}] section{why}")]
     MissingSection {
         file: String,
+        at: String,
         section: String,
         why: String,
     },
@@ -171,7 +173,7 @@ fn decode(file: &str, bytes: &[u8]) -> Result<String> {
     }
 }
 
-/// A piece of a field: text and whether it was quoted.
+/// A logical line split into key and fields, before string substitution.
 #[derive(Debug, Default)]
 struct RawLine {
     line: usize,
@@ -193,7 +195,6 @@ fn split_line(file: &str, line: usize, text: &str) -> Result<RawLine> {
     let mut started = false;
     let mut in_quote = false;
     let mut chars = text.chars().peekable();
-    let mut key_done = false;
     while let Some(c) = chars.next() {
         if in_quote {
             if c == '"' {
@@ -222,11 +223,10 @@ fn split_line(file: &str, line: usize, text: &str) -> Result<RawLine> {
                 pending.clear();
                 started = false;
             }
-            '=' if !key_done && out.key.is_none() && fields.is_empty() => {
+            '=' if out.key.is_none() && fields.is_empty() => {
                 out.key = Some(std::mem::take(&mut cur));
                 pending.clear();
                 started = false;
-                key_done = true;
             }
             c if c.is_whitespace() => {
                 if started {
@@ -448,9 +448,24 @@ impl Inf {
     fn missing(&self, section: &str, why: impl Into<String>) -> Error {
         Error::MissingSection {
             file: self.file.clone(),
+            at: self
+                .referenced_at(section)
+                .map(|l| format!(" line {l}"))
+                .unwrap_or_default(),
             section: section.into(),
             why: why.into(),
         }
+    }
+
+    /// The first line whose key or a field names `section` (for messages).
+    fn referenced_at(&self, section: &str) -> Option<usize> {
+        let is = |t: &str| t.trim().eq_ignore_ascii_case(section);
+        self.sections
+            .iter()
+            .flat_map(|s| &s.lines)
+            .filter(|l| l.key.as_deref().is_some_and(is) || l.fields.iter().any(|f| is(f)))
+            .map(|l| l.line)
+            .min()
     }
 
     fn bad(&self, l: &Line, section: &str, detail: impl Into<String>) -> Error {
@@ -1169,12 +1184,7 @@ impl Inf {
             let opt = |i: usize| Some(l.field(i).trim().to_string()).filter(|x| !x.is_empty());
             let event_log_type = match l.field(4).trim() {
                 "" => "System".to_string(),
-                t => match parse_number(t) {
-                    Some(1) => "System".into(),
-                    Some(2) => "Security".into(),
-                    Some(3) => "Application".into(),
-                    _ => t.to_string(),
-                },
+                t => t.to_string(),
             };
             out.add_service.push(AddService {
                 line: l.line,
@@ -1978,6 +1988,11 @@ desc = "Red Hat VirtIO SCSI controller"
             .to_string()
             .contains("line 7"));
         assert!(inf.devices("nothere").is_err());
+        let inf = Inf::parse("m.inf", b"[i]\nCopyFiles=x\nAddReg = NoSuch\n").unwrap();
+        assert_eq!(
+            inf.add_reg_section("nosuch").unwrap_err().to_string(),
+            "m.inf line 3: no [nosuch] section, named by an AddReg directive"
+        );
     }
 
     /// Every typed view of `inf`, for the no-panic test.
