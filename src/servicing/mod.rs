@@ -5,6 +5,8 @@
 
 pub mod cab;
 pub mod catalog;
+pub mod drivers;
+pub mod inf;
 pub mod keyform;
 pub mod manifest;
 pub mod media;
