@@ -285,7 +285,14 @@ pub fn describe(plan: &Plan) -> String {
         line(format!("staged     {s} (installed by DISM at first boot)"));
     }
     for d in &plan.servicing.drivers {
-        line(format!("driver     {d}"));
+        line(format!(
+            "driver     {} → {} in {} ({} device ids, {} not applied)",
+            d.source,
+            d.published_name,
+            d.file_repository,
+            d.device_ids.len(),
+            d.not_applied.len()
+        ));
     }
     for l in &plan.servicing.packages.limitations {
         line(format!("limitation {l}"));

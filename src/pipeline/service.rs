@@ -10,6 +10,7 @@
 use crate::formats::regf::Hive;
 use crate::pipeline::build::Progress;
 use crate::servicing::cab;
+use crate::servicing::drivers::{self, DriverPackage, InjectOptions};
 use crate::servicing::project::{self, LoadedPackage, ProjectOptions, ServicingReport};
 use crate::servicing::resolve::{Part, ResolvedPackage};
 use crate::tree::{Content, Meta, Tree};
@@ -41,7 +42,7 @@ pub struct Report {
     #[serde(flatten)]
     pub packages: ServicingReport,
     /// Drivers injected (from packages and `--driver`).
-    pub drivers: Vec<serde_json::Value>,
+    pub drivers: Vec<drivers::DriverReport>,
     /// Cabs staged in the image for DISM at first boot.
     pub staged: Vec<String>,
     /// Commands the first-boot script must run before the user's.
@@ -161,18 +162,54 @@ pub fn apply(
     Ok(report)
 }
 
-/// Driver injection: the packages' driver components, then `--driver` folders.
+/// Driver injection: the packages' driver components, then `--driver` folders or INF files,
+/// in the order given.
 fn inject_drivers(
-    _tree: &mut Tree,
-    _system: &mut Hive,
+    tree: &mut Tree,
+    system: &mut Hive,
     report: &mut Report,
     opts: &Options,
 ) -> io::Result<()> {
-    if !report.packages.driver_payloads.is_empty() || !opts.drivers.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "driver injection is not available yet",
-        ));
+    let mut pkgs: Vec<DriverPackage> = report
+        .packages
+        .driver_payloads
+        .iter()
+        .map(|d| DriverPackage {
+            source: format!("{} ({})", d.inf, d.package),
+            inf: d.inf.clone(),
+            files: d.files.clone(),
+        })
+        .collect();
+    for path in &opts.drivers {
+        let md = std::fs::metadata(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("driver {}: {e}", path.display())))?;
+        let found = if md.is_dir() {
+            drivers::from_dir(path).map_err(|e| invalid(e.to_string()))?
+        } else {
+            // One INF: its folder's packages, keeping that INF only.
+            let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase());
+            let dir = path.parent().unwrap_or(Path::new("."));
+            drivers::from_dir(dir)
+                .map_err(|e| invalid(e.to_string()))?
+                .into_iter()
+                .filter(|p| Some(p.inf.to_lowercase()) == name)
+                .collect()
+        };
+        if found.is_empty() {
+            return Err(invalid(format!(
+                "driver {}: no .inf file found; give a folder holding driver packages or an .inf file",
+                path.display()
+            )));
+        }
+        pkgs.extend(found);
+    }
+    let iopts = InjectOptions {
+        timestamp: opts.time,
+        ..InjectOptions::default()
+    };
+    for p in &pkgs {
+        let r = drivers::inject(tree, system, p, &iopts).map_err(|e| invalid(e.to_string()))?;
+        report.drivers.push(r);
     }
     Ok(())
 }
