@@ -605,3 +605,76 @@ fn unapplied_package_elements_fail_or_are_allowed_or_staged_for_first_boot() {
         "{script}"
     );
 }
+
+/// A small boot-start storage driver package (VirtIO-like ids) in `dir`.
+fn storage_driver(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("vstor.inf"),
+        "[Version]\r\nSignature = \"$Windows NT$\"\r\nClass = SCSIAdapter\r\n\
+         ClassGUID = {4D36E97B-E325-11CE-BFC1-08002BE10318}\r\nProvider = %P%\r\n\
+         DriverVer = 01/02/2017,1.2.3.4\r\nCatalogFile = vstor.cat\r\n\r\n\
+         [DestinationDirs]\r\nDefaultDestDir = 12\r\n\r\n[SourceDisksNames]\r\n1 = %D%\r\n\r\n\
+         [SourceDisksFiles]\r\nvstor.sys = 1\r\n\r\n[Manufacturer]\r\n%P% = M, NTamd64.10.0\r\n\r\n\
+         [M.NTamd64.10.0]\r\n%Dev% = vstor_inst, PCI\\VEN_1AF4&DEV_1001\r\n\r\n\
+         [vstor_inst]\r\nCopyFiles = vstor_files\r\n\r\n[vstor_files]\r\nvstor.sys\r\n\r\n\
+         [vstor_inst.Services]\r\nAddService = vstor, 2, vstor_svc\r\n\r\n[vstor_svc]\r\n\
+         ServiceType = 1\r\nStartType = 0\r\nErrorControl = 1\r\nServiceBinary = %12%\\vstor.sys\r\n\
+         LoadOrderGroup = SCSI miniport\r\n\r\n[Strings]\r\nP = \"test vendor\"\r\nD = \"disk\"\r\n\
+         Dev = \"test storage controller\"\r\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("vstor.sys"),
+        b"test driver image, not a real driver\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("vstor.cat"), b"test catalog\n").unwrap();
+}
+
+#[test]
+fn kvm_guest_gets_its_driver_folder_injected() {
+    let dir = tempdir();
+    let d = dir.path();
+    let drv = d.join("drivers/vstor/amd64");
+    storage_driver(&drv);
+    let t = template("kvm-guest.toml");
+    build_ok(
+        d,
+        &[
+            t.to_str().unwrap(),
+            "--media",
+            "demo",
+            "--size",
+            "1GiB",
+            "--driver",
+            d.join("drivers").to_str().unwrap(),
+            "-o",
+            "kvm.img",
+        ],
+    );
+    let vol = d.join("kvm.ntfs");
+    windows_partition(&d.join("kvm.img"), &vol);
+    assert_eq!(
+        ntfscat(&vol, "Windows/System32/drivers/vstor.sys"),
+        read(&drv.join("vstor.sys"))
+    );
+    let hive = d.join("SYSTEM");
+    std::fs::write(&hive, ntfscat(&vol, "Windows/System32/config/SYSTEM")).unwrap();
+    let start = run_ok(
+        tool("hivexget")
+            .arg(&hive)
+            .args(["\\ControlSet001\\Services\\vstor", "Start"]),
+    );
+    assert_eq!(start.trim(), "0");
+    // The report names the injected package.
+    let r: serde_json::Value =
+        serde_json::from_slice(&read(&d.join("kvm.img.report.json"))).unwrap();
+    let infs: Vec<&str> = r["servicing"]["drivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["inf"].as_str().unwrap())
+        .collect();
+    assert!(infs.contains(&"vstor.inf"), "{infs:?}");
+}
