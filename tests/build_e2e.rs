@@ -283,6 +283,10 @@ fn failures_are_one_line_and_leave_nothing() {
         "--size",
     );
     fails(&out, &["--media", m, "-o", "x.qcow2"], ".vhdx");
+    std::fs::write(out.join("taken.vhdx"), b"the user's file").unwrap();
+    fails(&out, &["--media", m, "-o", "taken.vhdx"], "--force");
+    assert_eq!(read(&out.join("taken.vhdx")), b"the user's file");
+    std::fs::remove_file(out.join("taken.vhdx")).unwrap();
     std::fs::write(out.join("afile"), b"x").unwrap();
     fails(&out, &["--media", m, "-o", "afile/x.vhdx"], "afile");
     std::fs::remove_file(out.join("afile")).unwrap();

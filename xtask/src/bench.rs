@@ -358,7 +358,7 @@ fn wim_to_vhdx(dir: &Path, nf: &Path, wim: &Path, label: &str) -> Result<Row> {
     Ok(r)
 }
 
-/// Paths (image-relative, for a wimlib exclusion list) of names that collide with an
+/// Paths (source-relative, for a wimlib exclusion list) of names that collide with an
 /// earlier name of the same folder when case is ignored: Windows reaches only one of each.
 fn case_collisions(sources: &[(&str, &str)]) -> Vec<String> {
     fn walk(host: &Path, image: &str, out: &mut Vec<String>) {
@@ -381,9 +381,10 @@ fn case_collisions(sources: &[(&str, &str)]) -> Vec<String> {
             }
         }
     }
+    // wimlib matches a capture config's paths relative to each source's own root.
     let mut out = Vec::new();
-    for (src, dst) in sources {
-        walk(Path::new(src), dst.trim_end_matches('/'), &mut out);
+    for (src, _) in sources {
+        walk(Path::new(src), "", &mut out);
     }
     out
 }
