@@ -609,37 +609,54 @@ impl Wim {
         }
     }
 
-    /// Decode chunks `first..first+count` of `src` (in parallel), in order.
-    fn decode_batch(&self, src: &ChunkSource, first: u64, count: u64) -> Result<Vec<Vec<u8>>> {
+    /// Decode chunks `first..first+count` of `src` (in parallel) into `out`, chunk `k` of
+    /// the batch at `k * chunk_size`; returns the number of bytes decoded. `stored` and
+    /// `out` are scratch buffers reused across batches: they only grow, and every byte of
+    /// `out[..returned]` is written (a decoder fills its output exactly), so they are
+    /// never cleared.
+    fn decode_batch(
+        &self,
+        src: &ChunkSource,
+        first: u64,
+        count: u64,
+        stored: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<usize> {
         let (s, _) = src.span(first);
         let (_, e) = src.span(first + count - 1);
-        let mut stored = vec![0u8; (e - s) as usize];
-        self.pread(src.part, src.start + s, &mut stored)?;
-        let decode_one = |i: u64| -> Result<Vec<u8>> {
+        let stored_len = (e - s) as usize;
+        grow(stored, stored_len);
+        self.pread(src.part, src.start + s, &mut stored[..stored_len])?;
+        let total = (first..first + count)
+            .map(|i| src.chunk_len(i) as usize)
+            .sum::<usize>();
+        grow(out, total);
+        let stored = &stored[..stored_len];
+        let decode_one = |i: u64, dst: &mut [u8]| -> Result<()> {
             let (a, b) = src.span(i);
             let input = &stored[(a - s) as usize..(b - s) as usize];
-            let ulen = src.chunk_len(i) as usize;
-            if src.codec == Codec::None || input.len() == ulen {
-                return Ok(input.to_vec());
+            if src.codec == Codec::None || input.len() == dst.len() {
+                dst.copy_from_slice(input);
+                return Ok(());
             }
-            let mut out = vec![0u8; ulen];
             let mut d = self.take_decoder(src.codec, src.chunk_size)?;
-            let r = d.decompress(input, &mut out);
+            let r = d.decompress(input, dst);
             self.give_decoder(src.codec, src.chunk_size, d);
             r.map_err(|source| Error::Codec {
                 offset: src.res_at,
                 chunk: i,
                 source,
-            })?;
-            Ok(out)
+            })
         };
+        let out = &mut out[..total];
         if count == 1 {
-            return Ok(vec![decode_one(first)?]);
+            decode_one(first, out)?;
+        } else {
+            out.par_chunks_mut(src.chunk_size as usize)
+                .enumerate()
+                .try_for_each(|(k, dst)| decode_one(first + k as u64, dst))?;
         }
-        (first..first + count)
-            .into_par_iter()
-            .map(decode_one)
-            .collect()
+        Ok(total)
     }
 
     /// Chunks per batch: about `BATCH_BYTES`, but at least one per worker thread so large
@@ -661,19 +678,19 @@ impl Wim {
         if start >= end {
             return Ok(());
         }
+        let mut bufs = Scratch::take();
         let mut chunk = start / src.chunk_size;
         let last = (end - 1) / src.chunk_size + 1;
         while chunk < last {
             let count = self.batch_count(src, chunk, last);
-            let outs = self.decode_batch(src, chunk, count)?;
-            for (k, out) in outs.iter().enumerate() {
-                let cstart = (chunk + k as u64) * src.chunk_size;
-                let a = start.max(cstart) - cstart;
-                let b = end.min(cstart + out.len() as u64) - cstart;
-                f(&out[a as usize..b as usize])?;
-            }
+            let n = self.decode_batch(src, chunk, count, &mut bufs.stored, &mut bufs.out)?;
+            let bstart = chunk * src.chunk_size;
+            let a = start.max(bstart) - bstart;
+            let b = end.min(bstart + n as u64) - bstart;
+            f(&bufs.out[a as usize..b as usize])?;
             chunk += count;
         }
+        bufs.give_back();
         Ok(())
     }
 
@@ -797,8 +814,9 @@ impl Wim {
             end: off + b.size,
             next_chunk: first,
             pos: off,
-            buf: Vec::new(),
+            bufs: None,
             buf_pos: 0,
+            buf_end: 0,
             hasher: Sha1Hasher::new(),
             hash: *hash,
             label,
@@ -1048,6 +1066,46 @@ impl Wim {
     }
 }
 
+/// Grow a scratch buffer to at least `len` bytes (never shrinks, never clears).
+fn grow(v: &mut Vec<u8>, len: usize) {
+    if v.len() < len {
+        v.resize(len, 0);
+    }
+}
+
+/// Largest scratch buffer kept per thread between resource reads: enough for the batches
+/// of small blobs (the common case), while the big batches of large blobs and solid
+/// resources are freed when their read ends, so idle threads hold little memory.
+const SCRATCH_KEEP: usize = 4 << 20;
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Option<Box<Scratch>>> = const { std::cell::Cell::new(None) };
+}
+
+/// Per-thread reusable buffers for compressed input and decoded output. Taken out of the
+/// thread-local slot for the duration of one read (a nested read on the same thread, as
+/// rayon may schedule while waiting, simply allocates its own), and put back afterwards.
+#[derive(Default)]
+struct Scratch {
+    stored: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Scratch {
+    fn take() -> Box<Scratch> {
+        SCRATCH.with(|c| c.take()).unwrap_or_default()
+    }
+
+    fn give_back(mut self: Box<Self>) {
+        for v in [&mut self.stored, &mut self.out] {
+            if v.capacity() > SCRATCH_KEEP {
+                *v = Vec::new();
+            }
+        }
+        SCRATCH.with(|c| c.set(Some(self)));
+    }
+}
+
 /// Receives one blob's bytes in order during [`Wim::stream_blobs`].
 pub(crate) trait BlobSink: Send {
     fn write(&mut self, data: &[u8]) -> Result<()>;
@@ -1073,8 +1131,11 @@ pub struct BlobReader<'a> {
     end: u64,
     next_chunk: u64,
     pos: u64,
-    buf: Vec<u8>,
+    /// Scratch buffers, taken from the thread at the first read and given back on drop;
+    /// `bufs.out[buf_pos..buf_end]` is decoded but not yet read.
+    bufs: Option<Box<Scratch>>,
     buf_pos: usize,
+    buf_end: usize,
     hasher: Sha1Hasher,
     hash: Sha1,
     label: String,
@@ -1095,19 +1156,23 @@ impl BlobReader<'_> {
         let src = &self.src;
         let last = (self.end - 1) / src.chunk_size + 1;
         let count = self.wim.batch_count(src, self.next_chunk, last);
-        let outs = self.wim.decode_batch(src, self.next_chunk, count)?;
-        self.buf.clear();
-        for (k, out) in outs.iter().enumerate() {
-            let cstart = (self.next_chunk + k as u64) * src.chunk_size;
-            let a = self.pos.max(cstart).max(self.start) - cstart;
-            let b = self.end.min(cstart + out.len() as u64) - cstart;
-            if a < b {
-                self.buf.extend_from_slice(&out[a as usize..b as usize]);
-            }
-        }
+        let bufs = self.bufs.get_or_insert_with(Scratch::take);
+        let n =
+            self.wim
+                .decode_batch(src, self.next_chunk, count, &mut bufs.stored, &mut bufs.out)?;
+        let bstart = self.next_chunk * src.chunk_size;
+        self.buf_pos = (self.pos.max(self.start) - bstart) as usize;
+        self.buf_end = (self.end.min(bstart + n as u64) - bstart) as usize;
         self.next_chunk += count;
-        self.buf_pos = 0;
         Ok(())
+    }
+}
+
+impl Drop for BlobReader<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.bufs.take() {
+            b.give_back();
+        }
     }
 }
 
@@ -1116,7 +1181,7 @@ impl Read for BlobReader<'_> {
         if out.is_empty() {
             return Ok(0);
         }
-        if self.buf_pos == self.buf.len() {
+        if self.buf_pos == self.buf_end {
             if self.pos >= self.end {
                 if !self.done {
                     self.done = true;
@@ -1149,8 +1214,11 @@ impl Read for BlobReader<'_> {
                 .into());
             }
         }
-        let n = out.len().min(self.buf.len() - self.buf_pos);
-        out[..n].copy_from_slice(&self.buf[self.buf_pos..self.buf_pos + n]);
+        let Some(bufs) = self.bufs.as_ref() else {
+            return Ok(0);
+        };
+        let n = out.len().min(self.buf_end - self.buf_pos);
+        out[..n].copy_from_slice(&bufs.out[self.buf_pos..self.buf_pos + n]);
         self.hasher.update(&out[..n]);
         self.buf_pos += n;
         self.pos += n as u64;
