@@ -31,6 +31,14 @@ const MAX_METADATA_BYTES: u64 = 1 << 30;
 const METADATA_BOMB_RATIO: u64 = 512;
 /// Uncompressed bytes decoded per batch of chunks (decoded in parallel); bounds memory.
 const BATCH_BYTES: u64 = 16 << 20;
+/// Uncompressed bytes one pipeline worker decodes before handing them on (at least one
+/// chunk): large enough that the hand-over cost vanishes, small enough that the workers'
+/// buffers stay a few MiB for 32 KiB chunks.
+const PIPELINE_GROUP_BYTES: u64 = 1 << 20;
+/// Compressed plus decoded bytes the pipeline workers may hold at once. Two LZMS solid
+/// chunks of 64 MiB decode side by side with room for their compressed input (typically a
+/// quarter of that), and the whole stays well under a 256 MiB process budget.
+const PIPELINE_BUDGET: u64 = 176 << 20;
 /// Read size for stored (uncompressed) resources.
 const RAW_CHUNK: u64 = 1 << 20;
 /// Largest chunk a solid resource may declare (wimlib's LZMS limit, F§1).
@@ -621,6 +629,7 @@ impl Wim {
         count: u64,
         stored: &mut Vec<u8>,
         out: &mut Vec<u8>,
+        parallel: bool,
     ) -> Result<usize> {
         let (s, _) = src.span(first);
         let (_, e) = src.span(first + count - 1);
@@ -651,6 +660,10 @@ impl Wim {
         let out = &mut out[..total];
         if count == 1 {
             decode_one(first, out)?;
+        } else if !parallel {
+            for (k, dst) in out.chunks_mut(src.chunk_size as usize).enumerate() {
+                decode_one(first + k as u64, dst)?;
+            }
         } else {
             out.par_chunks_mut(src.chunk_size as usize)
                 .enumerate()
@@ -683,7 +696,7 @@ impl Wim {
         let last = (end - 1) / src.chunk_size + 1;
         while chunk < last {
             let count = self.batch_count(src, chunk, last);
-            let n = self.decode_batch(src, chunk, count, &mut bufs.stored, &mut bufs.out)?;
+            let n = self.decode_batch(src, chunk, count, &mut bufs.stored, &mut bufs.out, true)?;
             let bstart = chunk * src.chunk_size;
             let a = start.max(bstart) - bstart;
             let b = end.min(bstart + n as u64) - bstart;
@@ -692,6 +705,112 @@ impl Wim {
         }
         bufs.give_back();
         Ok(())
+    }
+
+    /// Like [`Wim::stream_range`], for long ranges: worker threads each claim the next
+    /// group of chunks, decode it into their own buffers, then wait for their turn and pass
+    /// it to `f`, so decoding of later groups overlaps `f` (hashing) of earlier ones and
+    /// every core stays busy.
+    ///
+    /// Memory: a group's compressed and decoded bytes are reserved against
+    /// [`PIPELINE_BUDGET`] when it is claimed (claims and reservations happen in order
+    /// under one lock, so the group whose turn is next always holds its reservation and
+    /// progress never stalls); the compressed bytes are released as soon as the group is
+    /// decoded, the decoded bytes once `f` has taken them. A group larger than the whole
+    /// budget still runs, alone.
+    fn stream_range_pipelined(
+        &self,
+        src: &ChunkSource,
+        start: u64,
+        end: u64,
+        f: impl FnMut(&[u8]) -> Result<()> + Send,
+    ) -> Result<()> {
+        if start >= end {
+            return Ok(());
+        }
+        let first = start / src.chunk_size;
+        let last = (end - 1) / src.chunk_size + 1;
+        let per_group = (PIPELINE_GROUP_BYTES / src.chunk_size).max(1);
+        let groups = (last - first).div_ceil(per_group);
+        let workers = (rayon::current_num_threads() as u64).min(groups);
+        if workers <= 1 {
+            return self.stream_range(src, start, end, f);
+        }
+        struct Pipe<F> {
+            next_claim: u64,
+            reserved: u64,
+            turn: u64,
+            f: F,
+            failed: Option<Error>,
+        }
+        let pipe = Mutex::new(Pipe {
+            next_claim: 0,
+            reserved: 0,
+            turn: 0,
+            f,
+            failed: None,
+        });
+        let cv = std::sync::Condvar::new();
+        let lock = || pipe.lock().unwrap_or_else(|e| e.into_inner());
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| loop {
+                    // Claim the next group and reserve its memory.
+                    let (g, chunk, count, stored_len, out_len) = {
+                        let mut p = lock();
+                        loop {
+                            if p.failed.is_some() || p.next_claim >= groups {
+                                return;
+                            }
+                            let g = p.next_claim;
+                            let chunk = first + g * per_group;
+                            let count = per_group.min(last - chunk);
+                            let stored_len = src.span(chunk + count - 1).1 - src.span(chunk).0;
+                            let out_len: u64 =
+                                (chunk..chunk + count).map(|i| src.chunk_len(i)).sum();
+                            let want = stored_len + out_len;
+                            if p.reserved == 0 || p.reserved + want <= PIPELINE_BUDGET {
+                                p.reserved += want;
+                                p.next_claim += 1;
+                                break (g, chunk, count, stored_len, out_len);
+                            }
+                            p = cv.wait(p).unwrap_or_else(|e| e.into_inner());
+                        }
+                    };
+                    let mut stored = Vec::new();
+                    let mut out = Vec::new();
+                    let res = self.decode_batch(src, chunk, count, &mut stored, &mut out, false);
+                    drop(stored);
+                    let mut p = lock();
+                    p.reserved -= stored_len;
+                    cv.notify_all();
+                    while p.turn != g && p.failed.is_none() {
+                        p = cv.wait(p).unwrap_or_else(|e| e.into_inner());
+                    }
+                    if p.failed.is_some() {
+                        return;
+                    }
+                    let res = res.and_then(|n| {
+                        let bstart = chunk * src.chunk_size;
+                        let a = start.max(bstart) - bstart;
+                        let b = end.min(bstart + n as u64) - bstart;
+                        (p.f)(&out[a as usize..b as usize])
+                    });
+                    drop(out);
+                    p.reserved -= out_len;
+                    match res {
+                        Ok(()) => p.turn += 1,
+                        Err(e) => p.failed = Some(e),
+                    }
+                    cv.notify_all();
+                });
+            }
+        });
+        let p = pipe.into_inner().unwrap_or_else(|e| e.into_inner());
+        match p.failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     fn read_all(&self, src: &ChunkSource, start: u64, len: u64) -> Result<Vec<u8>> {
@@ -879,82 +998,80 @@ impl Wim {
             .map(|b| b.size)
             .sum();
         let solid_count: u64 = solid.iter().map(|(_, v)| v.len() as u64).sum();
-        solid
-            .par_iter()
-            .try_for_each(|(res, blobs)| -> Result<()> {
-                let src = &self.solids[*res];
-                let mut blobs = blobs.clone();
-                blobs.sort_by_key(|b| match b.loc {
+        // One solid resource at a time: each is decoded by all threads (see
+        // `stream_range_pipelined`), which also bounds memory to one set of chunk buffers.
+        solid.iter().try_for_each(|(res, blobs)| -> Result<()> {
+            let src = &self.solids[*res];
+            let mut blobs = blobs.clone();
+            blobs.sort_by_key(|b| match b.loc {
+                Loc::Solid { offset, .. } => offset,
+                Loc::Plain { .. } => 0,
+            });
+            // Group blobs into spans of consecutive chunks so gaps are skipped.
+            let mut i = 0;
+            while i < blobs.len() {
+                let off = |b: &BlobInfo| match b.loc {
                     Loc::Solid { offset, .. } => offset,
                     Loc::Plain { .. } => 0,
-                });
-                // Group blobs into spans of consecutive chunks so gaps are skipped.
-                let mut i = 0;
-                while i < blobs.len() {
-                    let off = |b: &BlobInfo| match b.loc {
-                        Loc::Solid { offset, .. } => offset,
-                        Loc::Plain { .. } => 0,
-                    };
-                    let start = off(blobs[i]);
-                    let mut end = start + blobs[i].size;
-                    let mut j = i + 1;
-                    while j < blobs.len()
-                        && off(blobs[j]) / src.chunk_size
-                            <= end.saturating_sub(1) / src.chunk_size + 1
-                    {
-                        end = end.max(off(blobs[j]) + blobs[j].size);
-                        j += 1;
-                    }
-                    let group = &blobs[i..j];
-                    let mut k = 0usize;
-                    let mut pos = start;
-                    let mut sinks: Vec<Option<(S, Sha1Hasher)>> =
-                        group.iter().map(|_| None).collect();
-                    self.stream_range(src, start, end, |mut data| {
-                        while !data.is_empty() {
-                            while k < group.len()
-                                && off(group[k]) + group[k].size <= pos
-                                && sinks[k].is_none()
-                            {
-                                // Empty blob or already finished.
-                                k += 1;
-                            }
-                            if k >= group.len() {
-                                return Ok(());
-                            }
-                            let b = group[k];
-                            let bstart = off(b);
-                            if pos < bstart {
-                                let skip = ((bstart - pos) as usize).min(data.len());
-                                data = &data[skip..];
-                                pos += skip as u64;
-                                continue;
-                            }
-                            if sinks[k].is_none() {
-                                sinks[k] = Some((make_sink(&b.hash)?, Sha1Hasher::new()));
-                            }
-                            let take = ((bstart + b.size - pos) as usize).min(data.len());
-                            if let Some((s, h)) = sinks[k].as_mut() {
-                                h.update(&data[..take]);
-                                s.write(&data[..take])?;
-                            }
-                            data = &data[take..];
-                            pos += take as u64;
-                            if pos == bstart + b.size {
-                                if let Some((s, h)) = sinks[k].take() {
-                                    check(b, h)?;
-                                    s.finish()?;
-                                }
-                                k += 1;
-                            }
-                        }
-                        Ok(())
-                    })
-                    .map_err(|e| wrap(e, &group[k.min(group.len() - 1)].hash))?;
-                    i = j;
+                };
+                let start = off(blobs[i]);
+                let mut end = start + blobs[i].size;
+                let mut j = i + 1;
+                while j < blobs.len()
+                    && off(blobs[j]) / src.chunk_size <= end.saturating_sub(1) / src.chunk_size + 1
+                {
+                    end = end.max(off(blobs[j]) + blobs[j].size);
+                    j += 1;
                 }
-                Ok(())
-            })?;
+                let group = &blobs[i..j];
+                let mut k = 0usize;
+                let mut pos = start;
+                let mut sinks: Vec<Option<(S, Sha1Hasher)>> = group.iter().map(|_| None).collect();
+                self.stream_range_pipelined(src, start, end, |mut data| {
+                    while !data.is_empty() {
+                        while k < group.len()
+                            && off(group[k]) + group[k].size <= pos
+                            && sinks[k].is_none()
+                        {
+                            // Empty blob or already finished.
+                            k += 1;
+                        }
+                        if k >= group.len() {
+                            return Ok(());
+                        }
+                        let b = group[k];
+                        let bstart = off(b);
+                        if pos < bstart {
+                            let skip = ((bstart - pos) as usize).min(data.len());
+                            data = &data[skip..];
+                            pos += skip as u64;
+                            continue;
+                        }
+                        if sinks[k].is_none() {
+                            sinks[k] = Some((make_sink(&b.hash)?, Sha1Hasher::new()));
+                        }
+                        let take = ((bstart + b.size - pos) as usize).min(data.len());
+                        if let Some((s, h)) = sinks[k].as_mut() {
+                            h.update(&data[..take]);
+                            s.write(&data[..take])?;
+                        }
+                        data = &data[take..];
+                        pos += take as u64;
+                        if pos == bstart + b.size {
+                            if let Some((s, h)) = sinks[k].take() {
+                                check(b, h)?;
+                                s.finish()?;
+                            }
+                            k += 1;
+                        }
+                    }
+                    Ok(())
+                })
+                .map_err(|e| wrap(e, &group[k.min(group.len() - 1)].hash))?;
+                i = j;
+            }
+            Ok(())
+        })?;
         let plain_bytes: u64 = plain.iter().map(|b| b.size).sum();
         plain.par_iter().try_for_each(|b| -> Result<()> {
             let (src, off) = self.source_of(b)?;
@@ -1076,7 +1193,7 @@ fn grow(v: &mut Vec<u8>, len: usize) {
 /// Largest scratch buffer kept per thread between resource reads: enough for the batches
 /// of small blobs (the common case), while the big batches of large blobs and solid
 /// resources are freed when their read ends, so idle threads hold little memory.
-const SCRATCH_KEEP: usize = 4 << 20;
+const SCRATCH_KEEP: usize = 1 << 20;
 
 thread_local! {
     static SCRATCH: std::cell::Cell<Option<Box<Scratch>>> = const { std::cell::Cell::new(None) };
@@ -1157,9 +1274,14 @@ impl BlobReader<'_> {
         let last = (self.end - 1) / src.chunk_size + 1;
         let count = self.wim.batch_count(src, self.next_chunk, last);
         let bufs = self.bufs.get_or_insert_with(Scratch::take);
-        let n =
-            self.wim
-                .decode_batch(src, self.next_chunk, count, &mut bufs.stored, &mut bufs.out)?;
+        let n = self.wim.decode_batch(
+            src,
+            self.next_chunk,
+            count,
+            &mut bufs.stored,
+            &mut bufs.out,
+            true,
+        )?;
         let bstart = self.next_chunk * src.chunk_size;
         self.buf_pos = (self.pos.max(self.start) - bstart) as usize;
         self.buf_end = (self.end.min(bstart + n as u64) - bstart) as usize;
