@@ -716,8 +716,9 @@ impl Wim {
     /// [`PIPELINE_BUDGET`] when it is claimed (claims and reservations happen in order
     /// under one lock, so the group whose turn is next always holds its reservation and
     /// progress never stalls); the compressed bytes are released as soon as the group is
-    /// decoded, the decoded bytes once `f` has taken them. A group larger than the whole
-    /// budget still runs, alone.
+    /// decoded. A worker keeps its output buffer, still reserved, for its next group, and
+    /// frees it when a claim has to wait, so waiting claims only wait on groups in flight.
+    /// A group larger than the whole budget still runs, alone.
     fn stream_range_pipelined(
         &self,
         src: &ChunkSource,
@@ -754,55 +755,76 @@ impl Wim {
         let lock = || pipe.lock().unwrap_or_else(|e| e.into_inner());
         std::thread::scope(|scope| {
             for _ in 0..workers {
-                scope.spawn(|| loop {
-                    // Claim the next group and reserve its memory.
-                    let (g, chunk, count, stored_len, out_len) = {
+                scope.spawn(|| {
+                    // The decoded-output buffer is kept from group to group (no page
+                    // faults for a fresh one each time); its size stays reserved while kept.
+                    let mut out = Vec::new();
+                    let mut kept = 0u64;
+                    let exit = |kept: u64| {
                         let mut p = lock();
-                        loop {
-                            if p.failed.is_some() || p.next_claim >= groups {
-                                return;
+                        p.reserved -= kept;
+                        cv.notify_all();
+                    };
+                    loop {
+                        // Claim the next group and reserve its memory.
+                        let (g, chunk, count, stored_len) = {
+                            let mut p = lock();
+                            loop {
+                                if p.failed.is_some() || p.next_claim >= groups {
+                                    drop(p);
+                                    return exit(kept);
+                                }
+                                let g = p.next_claim;
+                                let chunk = first + g * per_group;
+                                let count = per_group.min(last - chunk);
+                                let stored_len = src.span(chunk + count - 1).1 - src.span(chunk).0;
+                                let out_len: u64 =
+                                    (chunk..chunk + count).map(|i| src.chunk_len(i)).sum();
+                                let want = stored_len + out_len.saturating_sub(kept);
+                                if p.reserved == kept || p.reserved + want <= PIPELINE_BUDGET {
+                                    p.reserved += want;
+                                    kept = kept.max(out_len);
+                                    p.next_claim += 1;
+                                    break (g, chunk, count, stored_len);
+                                }
+                                if kept > 0 {
+                                    // Blocked: give the kept buffer back so the budget
+                                    // only ever waits on groups in flight.
+                                    out = Vec::new();
+                                    p.reserved -= kept;
+                                    kept = 0;
+                                    cv.notify_all();
+                                    continue;
+                                }
+                                p = cv.wait(p).unwrap_or_else(|e| e.into_inner());
                             }
-                            let g = p.next_claim;
-                            let chunk = first + g * per_group;
-                            let count = per_group.min(last - chunk);
-                            let stored_len = src.span(chunk + count - 1).1 - src.span(chunk).0;
-                            let out_len: u64 =
-                                (chunk..chunk + count).map(|i| src.chunk_len(i)).sum();
-                            let want = stored_len + out_len;
-                            if p.reserved == 0 || p.reserved + want <= PIPELINE_BUDGET {
-                                p.reserved += want;
-                                p.next_claim += 1;
-                                break (g, chunk, count, stored_len, out_len);
-                            }
+                        };
+                        let mut stored = Vec::new();
+                        let res =
+                            self.decode_batch(src, chunk, count, &mut stored, &mut out, false);
+                        drop(stored);
+                        let mut p = lock();
+                        p.reserved -= stored_len;
+                        cv.notify_all();
+                        while p.turn != g && p.failed.is_none() {
                             p = cv.wait(p).unwrap_or_else(|e| e.into_inner());
                         }
-                    };
-                    let mut stored = Vec::new();
-                    let mut out = Vec::new();
-                    let res = self.decode_batch(src, chunk, count, &mut stored, &mut out, false);
-                    drop(stored);
-                    let mut p = lock();
-                    p.reserved -= stored_len;
-                    cv.notify_all();
-                    while p.turn != g && p.failed.is_none() {
-                        p = cv.wait(p).unwrap_or_else(|e| e.into_inner());
+                        if p.failed.is_some() {
+                            drop(p);
+                            return exit(kept);
+                        }
+                        let res = res.and_then(|n| {
+                            let bstart = chunk * src.chunk_size;
+                            let a = start.max(bstart) - bstart;
+                            let b = end.min(bstart + n as u64) - bstart;
+                            (p.f)(&out[a as usize..b as usize])
+                        });
+                        match res {
+                            Ok(()) => p.turn += 1,
+                            Err(e) => p.failed = Some(e),
+                        }
+                        cv.notify_all();
                     }
-                    if p.failed.is_some() {
-                        return;
-                    }
-                    let res = res.and_then(|n| {
-                        let bstart = chunk * src.chunk_size;
-                        let a = start.max(bstart) - bstart;
-                        let b = end.min(bstart + n as u64) - bstart;
-                        (p.f)(&out[a as usize..b as usize])
-                    });
-                    drop(out);
-                    p.reserved -= out_len;
-                    match res {
-                        Ok(()) => p.turn += 1,
-                        Err(e) => p.failed = Some(e),
-                    }
-                    cv.notify_all();
                 });
             }
         });
