@@ -39,6 +39,11 @@ const PIPELINE_GROUP_BYTES: u64 = 1 << 20;
 /// chunks of 64 MiB decode side by side with room for their compressed input (typically a
 /// quarter of that), and the whole stays well under a 256 MiB process budget.
 const PIPELINE_BUDGET: u64 = 176 << 20;
+/// Uncompressed bytes a [`BlobReader`] decodes per batch (at least one chunk). Readers are
+/// opened ahead by the hundreds and often on short-lived threads, so their buffers stay
+/// small: big per-reader batches made the allocator keep freed memory and the process
+/// grow with the input size.
+const READER_BATCH_BYTES: u64 = 1 << 20;
 /// Read size for stored (uncompressed) resources.
 const RAW_CHUNK: u64 = 1 << 20;
 /// Largest chunk a solid resource may declare (wimlib's LZMS limit, F§1).
@@ -1294,7 +1299,7 @@ impl BlobReader<'_> {
     fn fill(&mut self) -> Result<()> {
         let src = &self.src;
         let last = (self.end - 1) / src.chunk_size + 1;
-        let count = self.wim.batch_count(src, self.next_chunk, last);
+        let count = (READER_BATCH_BYTES / src.chunk_size).clamp(1, last - self.next_chunk);
         let bufs = self.bufs.get_or_insert_with(Scratch::take);
         let n = self.wim.decode_batch(
             src,
