@@ -8,11 +8,15 @@
 
 /// Longest codeword any WIM codec uses (LZX main and length codes).
 pub const MAX_CODEWORD_LEN: usize = 16;
+/// Largest primary index any decoder asks for; the table is allocated at this size so a
+/// compile-time index width (see [`HuffTable::decode_top`]) needs no bounds check.
+pub const MAX_TABLE_BITS: u32 = 12;
 
 /// Decoding table for one canonical Huffman code.
 pub struct HuffTable {
-    /// `symbol << 5 | length`, or 0 for "not resolved by the primary table".
-    table: Vec<u32>,
+    /// `symbol << 5 | length`, or 0 for "not resolved by the primary table"; only the
+    /// first `1 << table_bits` entries are used.
+    table: Box<[u32; 1 << MAX_TABLE_BITS]>,
     table_bits: u32,
     max_len: u32,
     first_code: [u32; MAX_CODEWORD_LEN + 2],
@@ -43,8 +47,9 @@ impl HuffTable {
     /// A table for codes of at most `max_len` bits, with a `table_bits` primary index.
     pub fn new(table_bits: u32, max_len: u32) -> Self {
         debug_assert!(table_bits <= max_len && max_len as usize <= MAX_CODEWORD_LEN);
+        debug_assert!(table_bits <= MAX_TABLE_BITS);
         HuffTable {
-            table: vec![0; 1 << table_bits],
+            table: Box::new([0; 1 << MAX_TABLE_BITS]),
             table_bits,
             max_len,
             first_code: [0; MAX_CODEWORD_LEN + 2],
@@ -97,8 +102,8 @@ impl HuffTable {
                 next[l as usize] += 1;
             }
         }
-        self.table.fill(0);
         let tb = self.table_bits;
+        self.table[..1 << tb].fill(0);
         for l in 1..=tb as usize {
             let n = count[l];
             let span = 1usize << (tb as usize - l);
@@ -118,11 +123,25 @@ impl HuffTable {
     /// MSB first). Returns `(symbol, length)`, or `None` for an unassigned pattern.
     #[inline(always)]
     pub fn lookup(&self, bits: u32) -> Option<(u32, u32)> {
-        let e = self.table[(bits >> (self.max_len - self.table_bits)) as usize];
+        let i = (bits >> (self.max_len - self.table_bits)) as usize;
+        let e = self.table[i & ((1 << MAX_TABLE_BITS) - 1)];
         if e != 0 {
             return Some((e >> 5, e & 31));
         }
         self.lookup_long(bits)
+    }
+
+    /// Like [`HuffTable::lookup`], reading the codeword from the top of a 64-bit MSB-first
+    /// bit buffer holding at least `max_len` valid bits. `TB` must equal this table's
+    /// `table_bits`; being a constant, the primary index needs no bounds check.
+    #[inline(always)]
+    pub fn decode_top<const TB: u32>(&self, buf: u64) -> Option<(u32, u32)> {
+        debug_assert_eq!(TB, self.table_bits);
+        let e = self.table[(buf >> (64 - TB)) as usize & ((1 << MAX_TABLE_BITS) - 1)];
+        if e != 0 {
+            return Some((e >> 5, e & 31));
+        }
+        self.lookup_long((buf >> (64 - self.max_len)) as u32)
     }
 
     #[cold]

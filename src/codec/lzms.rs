@@ -210,6 +210,40 @@ impl<'a> BackBits<'a> {
     }
 }
 
+/// Symbol bits of a sort key: every adaptive code has at most 1024 symbols.
+const SYM_BITS: u32 = 10;
+const SYM_MASK: u32 = (1 << SYM_BITS) - 1;
+const _: () = assert!(MAX_OFFSET_SYMS <= 1 << SYM_BITS);
+/// Frequencies stay below 2 * period + 2 = 2050 (halved at every rebuild), so 12 bits sort
+/// them; the cap only keeps the key arithmetic total.
+const FREQ_DIGIT_BITS: u32 = 6;
+const MAX_SORT_FREQ: u32 = (1 << (2 * FREQ_DIGIT_BITS)) - 1;
+const _: () = assert!(2 * LITERAL_REBUILD + 2 <= MAX_SORT_FREQ);
+
+/// Sort keys `frequency << SYM_BITS | symbol`, given in symbol order, by (frequency,
+/// symbol): a stable radix sort on the two 6-bit digits of the frequency, which costs a
+/// few passes over the symbols instead of a comparison sort at every rebuild.
+fn sort_by_freq(a: &mut Vec<u32>, tmp: &mut Vec<u32>) {
+    const DIGITS: usize = 1 << FREQ_DIGIT_BITS;
+    tmp.clear();
+    tmp.resize(a.len(), 0);
+    for shift in [SYM_BITS, SYM_BITS + FREQ_DIGIT_BITS] {
+        let mut start = [0u32; DIGITS + 1];
+        for &k in a.iter() {
+            start[((k >> shift) as usize & (DIGITS - 1)) + 1] += 1;
+        }
+        for d in 1..=DIGITS {
+            start[d] += start[d - 1];
+        }
+        for &k in a.iter() {
+            let d = (k >> shift) as usize & (DIGITS - 1);
+            tmp[start[d] as usize] = k;
+            start[d] += 1;
+        }
+        std::mem::swap(a, tmp);
+    }
+}
+
 /// An adaptive Huffman code rebuilt from symbol frequencies every `period` symbols.
 struct AdaptiveCode {
     freqs: Vec<u32>,
@@ -217,8 +251,10 @@ struct AdaptiveCode {
     table: HuffTable,
     until_rebuild: u32,
     period: u32,
-    scratch: Vec<u64>,
-    node_freq: Vec<u64>,
+    /// `frequency << SYM_BITS | symbol`, sorted: u32 keys sort faster than wider ones.
+    scratch: Vec<u32>,
+    sort_tmp: Vec<u32>,
+    node_freq: Vec<u32>,
     node_parent: Vec<usize>,
     depth: Vec<u32>,
 }
@@ -232,6 +268,7 @@ impl AdaptiveCode {
             until_rebuild: period,
             period,
             scratch: Vec::with_capacity(max_syms),
+            sort_tmp: Vec::with_capacity(max_syms),
             node_freq: Vec::with_capacity(max_syms),
             node_parent: Vec::with_capacity(max_syms),
             depth: Vec::with_capacity(max_syms),
@@ -265,9 +302,9 @@ impl AdaptiveCode {
             self.freqs
                 .iter()
                 .enumerate()
-                .map(|(s, &f)| (u64::from(f) << 16) | s as u64),
+                .map(|(s, &f)| (f.min(MAX_SORT_FREQ) << SYM_BITS) | s as u32),
         );
-        a.sort_unstable();
+        sort_by_freq(a, &mut self.sort_tmp);
         // Internal nodes: frequency and parent index.
         let node_freq = &mut self.node_freq;
         node_freq.clear();
@@ -277,19 +314,20 @@ impl AdaptiveCode {
         node_parent.resize(n - 1, 0);
         let (mut i, mut b, mut e) = (0usize, 0usize, 0usize);
         while e < n - 1 {
-            let mut pick = |node_freq: &[u64], node_parent: &mut [usize]| -> u64 {
-                if i < n && (b == e || (a[i] >> 16) <= node_freq[b]) {
+            // Two picks of the lighter of the next leaf and the next internal node.
+            let mut sum = 0u32;
+            for _ in 0..2 {
+                let f = if i < n && (b == e || (a[i] >> SYM_BITS) <= node_freq[b]) {
                     i += 1;
-                    a[i - 1] >> 16
+                    a[i - 1] >> SYM_BITS
                 } else {
                     node_parent[b] = e;
                     b += 1;
                     node_freq[b - 1]
-                }
-            };
-            let f1 = pick(node_freq, node_parent);
-            let f2 = pick(node_freq, node_parent);
-            node_freq[e] = f1 + f2;
+                };
+                sum = sum.saturating_add(f);
+            }
+            node_freq[e] = sum;
             e += 1;
         }
         // Length counts from internal node depths (root = node n-2 at depth 0).
@@ -317,7 +355,7 @@ impl AdaptiveCode {
         let mut k = 0usize;
         for len in (1..=MAX_CODEWORD_LEN as usize).rev() {
             for _ in 0..counts[len] {
-                self.lens[(a[k] & 0xFFFF) as usize] = len as u8;
+                self.lens[(a[k] & SYM_MASK) as usize] = len as u8;
                 k += 1;
             }
         }
@@ -592,17 +630,28 @@ impl LzmsDecoder {
     }
 }
 
-/// First bytes of the instructions the x86 filter translates.
-const IS_OPCODE: [bool; 256] = {
-    let mut t = [false; 256];
-    t[0x48] = true;
-    t[0x4C] = true;
-    t[0xE8] = true;
-    t[0xE9] = true;
-    t[0xF0] = true;
-    t[0xFF] = true;
-    t
-};
+/// Bytes examined per step when looking for the next instruction the x86 filter may
+/// have translated.
+const X86_SCAN: usize = 16;
+
+/// Offset in the group of the first byte that may start a translated instruction (E8/E9,
+/// or one of the prefix bytes 48, 4C, F0, FF followed by one of the second bytes 8B, 8D,
+/// 83, 15: a superset of the exact patterns, which the caller then checks), or `None`.
+/// The flags are computed for all bytes with non-short-circuit operators, so the loop
+/// compiles to vector compares; the first flag is found with one trailing-zero count.
+#[inline(always)]
+fn x86_first_candidate(w: &[u8; X86_SCAN], next: &[u8; X86_SCAN]) -> Option<usize> {
+    let mut flags = [0u8; X86_SCAN];
+    for (k, f) in flags.iter_mut().enumerate() {
+        let (b, n) = (w[k], next[k]);
+        let call = (b & 0xFE) == 0xE8;
+        let prefix = (b == 0x48) | (b == 0x4C) | (b == 0xF0) | (b == 0xFF);
+        let second = (n == 0x8B) | (n == 0x8D) | (n == 0x83) | (n == 0x15);
+        *f = u8::from(call | (prefix & second));
+    }
+    let v = u128::from_le_bytes(flags);
+    (v != 0).then(|| (v.trailing_zeros() / 8) as usize)
+}
 
 /// Undo the x86 address translation (F 8.3, "x86 filter").
 fn x86_filter_undo(data: &mut [u8], last_target_usages: &mut [(u32, i64)], generation: u32) {
@@ -614,13 +663,21 @@ fn x86_filter_undo(data: &mut [u8], last_target_usages: &mut [(u32, i64)], gener
     let mut last_x86_pos: i64 = -X86_MAX_TRANSLATION_OFFSET - 1;
     let mut i = 1usize;
     while i < tail {
-        // Skip bytes that cannot start a translated instruction.
-        match data[i..tail]
-            .iter()
-            .position(|b| IS_OPCODE[usize::from(*b)])
-        {
-            Some(k) => i += k,
-            None => break,
+        // Skip bytes that cannot start a translated instruction, a group at a time.
+        if let Some(w) = data.get(i..i + X86_SCAN + 1) {
+            // The group and the group shifted by one byte, each loaded in one piece.
+            let mut g = [0u8; X86_SCAN];
+            let mut n = [0u8; X86_SCAN];
+            g.copy_from_slice(&w[..X86_SCAN]);
+            n.copy_from_slice(&w[1..]);
+            let Some(k) = x86_first_candidate(&g, &n) else {
+                i += X86_SCAN;
+                continue;
+            };
+            i += k;
+            if i >= tail {
+                break;
+            }
         }
         let b = data[i];
         let (opcode_len, max_off) = match b {
@@ -692,5 +749,113 @@ mod tests {
             let _ = d.decompress(&input, &mut out);
         }
         assert!(d.decompress(&[1, 2, 3], &mut out).is_err());
+    }
+    /// The byte-at-a-time filter the group scan must match.
+    fn naive_x86_filter_undo(data: &mut [u8], usages: &mut [(u32, i64)], generation: u32) {
+        let size = data.len();
+        if size <= 17 {
+            return;
+        }
+        let tail = size - 16;
+        let mut last_x86_pos: i64 = -X86_MAX_TRANSLATION_OFFSET - 1;
+        let mut i = 1usize;
+        while i < tail {
+            let (opcode_len, max_off) = match data[i] {
+                0x48 if data[i + 1] == 0x8B && (data[i + 2] == 0x05 || data[i + 2] == 0x0D) => {
+                    (3, X86_MAX_TRANSLATION_OFFSET)
+                }
+                0x48 | 0x4C if data[i + 1] == 0x8D && data[i + 2] & 7 == 5 => {
+                    (3, X86_MAX_TRANSLATION_OFFSET)
+                }
+                0xE8 => (1, X86_MAX_TRANSLATION_OFFSET / 2),
+                0xE9 => {
+                    i += 5;
+                    continue;
+                }
+                0xF0 if data[i + 1] == 0x83 && data[i + 2] == 0x05 => {
+                    (3, X86_MAX_TRANSLATION_OFFSET)
+                }
+                0xFF if data[i + 1] == 0x15 => (2, X86_MAX_TRANSLATION_OFFSET),
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            let o = i + opcode_len;
+            if i as i64 - last_x86_pos <= max_off {
+                let n = u32::from_le_bytes([data[o], data[o + 1], data[o + 2], data[o + 3]]);
+                data[o..o + 4].copy_from_slice(&n.wrapping_sub(i as u32).to_le_bytes());
+            }
+            let target16 = (i as u32)
+                .wrapping_add(u32::from(u16::from_le_bytes([data[o], data[o + 1]])))
+                as u16;
+            i += opcode_len + 3;
+            let t = usize::from(target16);
+            let (g, last) = usages[t];
+            if g == generation && i as i64 - last <= X86_ID_WINDOW {
+                last_x86_pos = i as i64;
+            }
+            usages[t] = (generation, i as i64);
+            i += 1;
+        }
+    }
+
+    #[test]
+    fn x86_group_scan_equals_bytewise_scan() {
+        // Data dense in opcode and second bytes, so every pattern, near miss, run of
+        // candidates and the last positions before the 16-byte tail are exercised.
+        const BYTES: [u8; 12] = [
+            0x48, 0x4C, 0xE8, 0xE9, 0xF0, 0xFF, 0x8B, 0x8D, 0x83, 0x15, 0x05, 0x0D,
+        ];
+        let mut x = 0x2545_F491u32;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for len in [0usize, 17, 18, 19, 33, 34, 50, 1000, 70000] {
+            for dense in [1u32, 3, 50] {
+                let data: Vec<u8> = (0..len)
+                    .map(|_| {
+                        let r = next();
+                        if r % dense == 0 {
+                            BYTES[(r >> 8) as usize % BYTES.len()]
+                        } else {
+                            (r >> 16) as u8
+                        }
+                    })
+                    .collect();
+                let mut want = data.clone();
+                let mut uw = vec![(0u32, 0i64); 65536];
+                naive_x86_filter_undo(&mut want, &mut uw, 1);
+                let mut got = data;
+                let mut ug = vec![(0u32, 0i64); 65536];
+                x86_filter_undo(&mut got, &mut ug, 1);
+                assert_eq!(got, want, "len {len} density {dense}");
+                assert_eq!(ug, uw, "len {len} density {dense}");
+            }
+        }
+    }
+    #[test]
+    fn radix_sort_equals_comparison_sort() {
+        let mut x = 0x1357_9BDFu32;
+        let mut tmp = Vec::new();
+        for n in [0usize, 1, 2, 8, 54, 256, 799] {
+            for max in [1u32, 3, 64, 2050, MAX_SORT_FREQ] {
+                let mut keys: Vec<u32> = (0..n as u32)
+                    .map(|s| {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        ((x % max + 1).min(MAX_SORT_FREQ) << SYM_BITS) | s
+                    })
+                    .collect();
+                let mut want = keys.clone();
+                want.sort_unstable();
+                sort_by_freq(&mut keys, &mut tmp);
+                assert_eq!(keys, want, "n {n} max {max}");
+            }
+        }
     }
 }

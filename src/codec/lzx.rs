@@ -23,6 +23,11 @@ const MAX_MAIN_SYMBOLS: usize = NUM_CHARS + 50 * 8;
 const MAIN_MAX_LEN: u32 = 16;
 const PRE_MAX_LEN: u32 = 15;
 const ALIGNED_MAX_LEN: u32 = 7;
+/// Primary table widths: most main and length codewords are this short, and the tables
+/// (rebuilt for every block) stay small enough to build quickly.
+const MAIN_TABLE_BITS: u32 = 11;
+const LEN_TABLE_BITS: u32 = 10;
+const ALIGNED_TABLE_BITS: u32 = ALIGNED_MAX_LEN;
 const DEFAULT_BLOCK_SIZE: usize = 32768;
 /// The E8 translation size WIM always uses (facts-wim.md 8.2).
 const E8_FILE_SIZE: i32 = 12_000_000;
@@ -95,9 +100,9 @@ impl LzxDecoder {
             len_lens: vec![0; LEN_SYMBOLS + READ_LENS_OVERRUN],
             aligned_lens: [0; ALIGNED_SYMBOLS],
             pre_lens: [0; PRE_SYMBOLS],
-            main: HuffTable::new(11, MAIN_MAX_LEN),
-            length: HuffTable::new(10, MAIN_MAX_LEN),
-            aligned: HuffTable::new(7, ALIGNED_MAX_LEN),
+            main: HuffTable::new(MAIN_TABLE_BITS, MAIN_MAX_LEN),
+            length: HuffTable::new(LEN_TABLE_BITS, MAIN_MAX_LEN),
+            aligned: HuffTable::new(ALIGNED_TABLE_BITS, ALIGNED_MAX_LEN),
             pre: HuffTable::new(6, PRE_MAX_LEN),
             extra_bits,
             slot_base,
@@ -305,8 +310,39 @@ impl Decompress for LzxDecoder {
     }
 }
 
+/// Resolve one codeword without refilling: the caller guarantees `max_len` buffered bits.
+#[inline(always)]
+fn decode_buffered<const TB: u32>(t: &HuffTable, r: &mut WordBits) -> Result<u32, CodecError> {
+    let (sym, len) = t
+        .decode_top::<TB>(r.buf)
+        .ok_or(CodecError::BadCodeword { codec: CODEC })?;
+    r.consume(len);
+    Ok(sym)
+}
+
 impl LzxDecoder {
+    /// Decode one verbatim or aligned block into `out[op..end]`.
+    ///
+    /// Bit budget: a refill leaves at least 49 bits; a main symbol and a length symbol
+    /// take at most 32 of them, so the second refill before the offset (at most 17 extra
+    /// bits plus a 7-bit aligned symbol) is the only other one a match needs.
     fn block(
+        &self,
+        reader: &mut WordBits,
+        out: &mut [u8],
+        op: usize,
+        end: usize,
+        aligned: bool,
+        rq: &mut [u32; 3],
+    ) -> Result<(), CodecError> {
+        let mut r = *reader;
+        self.block_inner(&mut r, out, op, end, aligned, rq)?;
+        *reader = r;
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn block_inner(
         &self,
         r: &mut WordBits,
         out: &mut [u8],
@@ -318,11 +354,7 @@ impl LzxDecoder {
         let size = out.len();
         while op < end {
             r.refill();
-            let (sym, len) = self
-                .main
-                .lookup(r.peek(MAIN_MAX_LEN))
-                .ok_or(CodecError::BadCodeword { codec: CODEC })?;
-            r.consume(len);
+            let sym = decode_buffered::<MAIN_TABLE_BITS>(&self.main, r)?;
             if (sym as usize) < NUM_CHARS {
                 out[op] = sym as u8;
                 op += 1;
@@ -332,18 +364,19 @@ impl LzxDecoder {
             let mut mlen = m % NUM_LEN_HEADERS;
             let slot = (m / NUM_LEN_HEADERS) as usize;
             if mlen == NUM_PRIMARY_LENS {
-                mlen += decode(&self.length, r)?;
+                mlen += decode_buffered::<LEN_TABLE_BITS>(&self.length, r)?;
             }
             let mlen = (mlen + MIN_MATCH) as usize;
             let offset = if slot < 3 {
                 rq.swap(slot, 0);
                 rq[0]
             } else {
+                r.refill();
                 let e = self.extra_bits[slot];
                 let mut o = self.slot_base[slot];
                 if aligned && e >= 3 {
                     o += r.bits(e - 3) << 3;
-                    o += decode(&self.aligned, r)?;
+                    o += decode_buffered::<ALIGNED_TABLE_BITS>(&self.aligned, r)?;
                 } else {
                     o += r.bits(e);
                 }
@@ -385,10 +418,25 @@ pub fn undo_e8(data: &mut [u8]) {
     let limit = n - 10;
     let mut i = 0usize;
     while i < limit {
-        // Find the next E8 quickly.
-        match data[i..limit].iter().position(|&b| b == 0xE8) {
-            None => break,
-            Some(k) => i += k,
+        // Find the next E8 eight bytes at a time: XOR turns E8 bytes into zero bytes, and
+        // the classic zero-byte test flags the lowest one exactly (a false flag can only sit
+        // above a true one, which trailing_zeros never picks).
+        if let Some(w) = data.get(i..i + 8) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            let x = u64::from_le_bytes(b) ^ 0xE8E8_E8E8_E8E8_E8E8;
+            let hit = x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080;
+            if hit == 0 {
+                i += 8;
+                continue;
+            }
+            i += (hit.trailing_zeros() / 8) as usize;
+            if i >= limit {
+                break;
+            }
+        } else if data[i] != 0xE8 {
+            i += 1;
+            continue;
         }
         let v = i32::from_le_bytes([data[i + 1], data[i + 2], data[i + 3], data[i + 4]]);
         let pos = i as i32;
@@ -403,6 +451,7 @@ pub fn undo_e8(data: &mut [u8]) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{lz_copy, WordBits};
     use super::*;
 
     /// Pack (value, nbits) pairs MSB-first into 16-bit little-endian words.
@@ -460,6 +509,140 @@ mod tests {
                 })
                 .collect();
             let _ = d.decompress(&input, &mut out);
+        }
+    }
+    /// The byte-at-a-time definitions the fast paths must match.
+    fn naive_copy(out: &mut [u8], pos: usize, offset: usize, len: usize) {
+        for k in 0..len {
+            out[pos + k] = out[pos + k - offset];
+        }
+    }
+
+    fn naive_undo_e8(data: &mut [u8]) {
+        if data.len() <= 10 {
+            return;
+        }
+        let mut i = 0;
+        while i < data.len() - 10 {
+            if data[i] == 0xE8 {
+                let v = i32::from_le_bytes([data[i + 1], data[i + 2], data[i + 3], data[i + 4]]);
+                let pos = i as i32;
+                if (0..E8_FILE_SIZE).contains(&v) {
+                    data[i + 1..i + 5].copy_from_slice(&(v - pos).to_le_bytes());
+                } else if v < 0 && v >= -pos {
+                    data[i + 1..i + 5].copy_from_slice(&(v + E8_FILE_SIZE).to_le_bytes());
+                }
+                i += 5;
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn xorshift(x: &mut u32) -> u32 {
+        *x ^= *x << 13;
+        *x ^= *x >> 17;
+        *x ^= *x << 5;
+        *x
+    }
+
+    #[test]
+    fn match_copy_equals_bytewise_copy() {
+        // Offsets below, at and above the 8-byte word; lengths short, long, overlapping;
+        // matches ending exactly at the buffer end and up to 9 bytes before it (where the
+        // word path must not be taken or must stay inside the buffer).
+        let size = 200usize;
+        let mut x = 7u32;
+        let base: Vec<u8> = (0..size).map(|_| xorshift(&mut x) as u8).collect();
+        for offset in 1..=24usize {
+            for len in 2..=90usize {
+                for tail in 0..=9usize {
+                    let Some(pos) = size.checked_sub(len + tail) else {
+                        continue;
+                    };
+                    if offset > pos {
+                        continue;
+                    }
+                    let mut want = base.clone();
+                    naive_copy(&mut want, pos, offset, len);
+                    let mut got = base.clone();
+                    lz_copy(&mut got, pos, offset, len);
+                    // Bytes after the match may be scratch; the match and all before it
+                    // must be exact.
+                    assert_eq!(
+                        got[..pos + len],
+                        want[..pos + len],
+                        "offset {offset} len {len} tail {tail}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn e8_scan_equals_bytewise_scan() {
+        let mut x = 99u32;
+        for len in [
+            0usize, 1, 10, 11, 12, 15, 16, 17, 18, 19, 24, 25, 100, 4096, 32768,
+        ] {
+            for density in [2u32, 8, 64] {
+                // Many E8 bytes, including runs of them and ones in the last 10 bytes.
+                let data: Vec<u8> = (0..len)
+                    .map(|_| {
+                        let r = xorshift(&mut x);
+                        if r.is_multiple_of(density) {
+                            0xE8
+                        } else {
+                            (r >> 8) as u8
+                        }
+                    })
+                    .collect();
+                let mut want = data.clone();
+                naive_undo_e8(&mut want);
+                let mut got = data;
+                undo_e8(&mut got);
+                assert_eq!(got, want, "len {len} density {density}");
+            }
+        }
+        // An E8 as the last byte that may be translated, and one just past it.
+        for at in [0usize, 7, 8, 21, 22, 23] {
+            let mut d = vec![0u8; 32];
+            d[at] = 0xE8;
+            d[at + 1] = 0x40;
+            let mut want = d.clone();
+            naive_undo_e8(&mut want);
+            undo_e8(&mut d);
+            assert_eq!(d, want, "E8 at {at}");
+        }
+    }
+
+    #[test]
+    fn word_reader_equals_bitwise_reader() {
+        // Reads of 1..=17 bits, refills at every fill level, zeros past the end, and a
+        // restart in the middle (uncompressed blocks).
+        let mut x = 5u32;
+        for len in [0usize, 1, 2, 3, 6, 7, 8, 9, 10, 16, 17, 64] {
+            let data: Vec<u8> = (0..len).map(|_| xorshift(&mut x) as u8).collect();
+            let bit = |k: u64| -> u32 {
+                let w = (k / 16) as usize * 2;
+                match data.get(w..w + 2) {
+                    Some(b) => (u32::from(u16::from_le_bytes([b[0], b[1]])) >> (15 - k % 16)) & 1,
+                    None => 0,
+                }
+            };
+            let mut r = WordBits::new(&data);
+            let mut at = 0u64;
+            for step in 0..200u32 {
+                let n = 1 + (xorshift(&mut x) % 17);
+                let want = (0..u64::from(n)).fold(0u32, |a, k| (a << 1) | bit(at + k));
+                assert_eq!(r.bits(n), want, "len {len} step {step} at {at}");
+                at += u64::from(n);
+                assert_eq!(r.consumed_bits(), at);
+                if step == 50 {
+                    at = (at / 16 + 1) * 16;
+                    r.reset_at((at / 8) as usize);
+                }
+            }
         }
     }
 }

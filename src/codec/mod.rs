@@ -111,16 +111,45 @@ impl Codec {
     }
 }
 
+/// Bytes moved per step by the word-wise match copy.
+const COPY_WORD: usize = 8;
+
 /// Copy a match of `len` bytes from `offset` bytes back; overlapping copies repeat the
 /// pattern (LZ77 semantics). The caller has checked `offset <= pos` and `pos + len <= out.len()`.
+///
+/// When `offset >= 8` and at least 8 bytes of `out` follow the match, the copy moves 8-byte
+/// words and may write up to 7 bytes past the match end: those bytes lie inside `out` and are
+/// overwritten by the following symbols (a decoder fills its output completely). Each word
+/// reads bytes at least 8 positions behind the ones it writes, so it only reads final bytes.
 #[inline(always)]
 pub(crate) fn lz_copy(out: &mut [u8], pos: usize, offset: usize, len: usize) {
     let src = pos - offset;
-    if offset >= len {
-        out.copy_within(src..src + len, pos);
+    let end = pos + len;
+    if offset >= COPY_WORD && end + COPY_WORD <= out.len() {
+        if offset >= len && len > 4 * COPY_WORD {
+            out.copy_within(src..src + len, pos);
+            return;
+        }
+        let mut s = src;
+        let mut d = pos;
+        while d < end {
+            let mut w = [0u8; COPY_WORD];
+            w.copy_from_slice(&out[s..s + COPY_WORD]);
+            out[d..d + COPY_WORD].copy_from_slice(&w);
+            s += COPY_WORD;
+            d += COPY_WORD;
+        }
     } else if offset == 1 {
         let b = out[src];
-        out[pos..pos + len].fill(b);
+        out[pos..end].fill(b);
+    } else if offset >= len {
+        out.copy_within(src..src + len, pos);
+    } else if len <= 4 * COPY_WORD {
+        // Short overlapping match: byte by byte is the LZ77 definition.
+        let w = &mut out[src..end];
+        for i in offset..w.len() {
+            w[i] = w[i - offset];
+        }
     } else {
         // Overlapping: copy in runs of `offset` bytes, each run doubling the available pattern.
         let mut done = 0;
@@ -134,6 +163,9 @@ pub(crate) fn lz_copy(out: &mut [u8], pos: usize, offset: usize, len: usize) {
 
 /// MSB-first bit reader over 16-bit little-endian words (the LZX and LZMS backward streams
 /// read words this way; [MS-PATCH] 2.2 "bitstream", facts-wim.md 8.0).
+///
+/// `Copy` so a hot loop can work on a local copy the compiler keeps in registers.
+#[derive(Clone, Copy)]
 pub(crate) struct WordBits<'a> {
     data: &'a [u8],
     pos: usize,
@@ -154,18 +186,26 @@ impl<'a> WordBits<'a> {
     }
 
     /// Keep at least 48 valid bits buffered; missing words read as zero.
+    ///
+    /// The fast path loads four words at once and keeps as many whole words as fit; the
+    /// bits of a partly kept word sit below `count` and are ORed in again, identical, by
+    /// the next refill (bits below `count` are always either zero or the stream's own).
     #[inline(always)]
     pub(crate) fn refill(&mut self) {
-        if self.count <= 16 {
-            if let Some(b) = self.data.get(self.pos..self.pos + 6) {
-                let w = (u64::from(u16::from_le_bytes([b[0], b[1]])) << 32)
-                    | (u64::from(u16::from_le_bytes([b[2], b[3]])) << 16)
-                    | u64::from(u16::from_le_bytes([b[4], b[5]]));
-                self.buf |= w << (16 - self.count);
-                self.pos += 6;
-                self.count += 48;
-                return;
-            }
+        if self.count > 48 {
+            return;
+        }
+        if let Some(b) = self.data.get(self.pos..self.pos + 8) {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(b);
+            // Little-endian words w0..w3 become w0:w1:w2:w3, most significant first.
+            let y = u64::from_le_bytes(x).rotate_left(32);
+            let v = ((y >> 16) & 0x0000_FFFF_0000_FFFF) | ((y & 0x0000_FFFF_0000_FFFF) << 16);
+            self.buf |= v >> self.count;
+            let words = (64 - self.count) / 16;
+            self.pos += 2 * words as usize;
+            self.count += 16 * words;
+            return;
         }
         while self.count <= 48 {
             let w = match self.data.get(self.pos..self.pos + 2) {

@@ -31,6 +31,19 @@ const MAX_METADATA_BYTES: u64 = 1 << 30;
 const METADATA_BOMB_RATIO: u64 = 512;
 /// Uncompressed bytes decoded per batch of chunks (decoded in parallel); bounds memory.
 const BATCH_BYTES: u64 = 16 << 20;
+/// Uncompressed bytes one pipeline worker decodes before handing them on (at least one
+/// chunk): large enough that the hand-over cost vanishes, small enough that the workers'
+/// buffers stay a few MiB for 32 KiB chunks.
+const PIPELINE_GROUP_BYTES: u64 = 1 << 20;
+/// Compressed plus decoded bytes the pipeline workers may hold at once. Two LZMS solid
+/// chunks of 64 MiB decode side by side with room for their compressed input (typically a
+/// quarter of that), and the whole stays well under a 256 MiB process budget.
+const PIPELINE_BUDGET: u64 = 176 << 20;
+/// Uncompressed bytes a [`BlobReader`] decodes per batch (at least one chunk). Readers are
+/// opened ahead by the hundreds and often on short-lived threads, so their buffers stay
+/// small: big per-reader batches made the allocator keep freed memory and the process
+/// grow with the input size.
+const READER_BATCH_BYTES: u64 = 1 << 20;
 /// Read size for stored (uncompressed) resources.
 const RAW_CHUNK: u64 = 1 << 20;
 /// Largest chunk a solid resource may declare (wimlib's LZMS limit, F§1).
@@ -609,37 +622,59 @@ impl Wim {
         }
     }
 
-    /// Decode chunks `first..first+count` of `src` (in parallel), in order.
-    fn decode_batch(&self, src: &ChunkSource, first: u64, count: u64) -> Result<Vec<Vec<u8>>> {
+    /// Decode chunks `first..first+count` of `src` (in parallel) into `out`, chunk `k` of
+    /// the batch at `k * chunk_size`; returns the number of bytes decoded. `stored` and
+    /// `out` are scratch buffers reused across batches: they only grow, and every byte of
+    /// `out[..returned]` is written (a decoder fills its output exactly), so they are
+    /// never cleared.
+    fn decode_batch(
+        &self,
+        src: &ChunkSource,
+        first: u64,
+        count: u64,
+        stored: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+        parallel: bool,
+    ) -> Result<usize> {
         let (s, _) = src.span(first);
         let (_, e) = src.span(first + count - 1);
-        let mut stored = vec![0u8; (e - s) as usize];
-        self.pread(src.part, src.start + s, &mut stored)?;
-        let decode_one = |i: u64| -> Result<Vec<u8>> {
+        let stored_len = (e - s) as usize;
+        grow(stored, stored_len);
+        self.pread(src.part, src.start + s, &mut stored[..stored_len])?;
+        let total = (first..first + count)
+            .map(|i| src.chunk_len(i) as usize)
+            .sum::<usize>();
+        grow(out, total);
+        let stored = &stored[..stored_len];
+        let decode_one = |i: u64, dst: &mut [u8]| -> Result<()> {
             let (a, b) = src.span(i);
             let input = &stored[(a - s) as usize..(b - s) as usize];
-            let ulen = src.chunk_len(i) as usize;
-            if src.codec == Codec::None || input.len() == ulen {
-                return Ok(input.to_vec());
+            if src.codec == Codec::None || input.len() == dst.len() {
+                dst.copy_from_slice(input);
+                return Ok(());
             }
-            let mut out = vec![0u8; ulen];
             let mut d = self.take_decoder(src.codec, src.chunk_size)?;
-            let r = d.decompress(input, &mut out);
+            let r = d.decompress(input, dst);
             self.give_decoder(src.codec, src.chunk_size, d);
             r.map_err(|source| Error::Codec {
                 offset: src.res_at,
                 chunk: i,
                 source,
-            })?;
-            Ok(out)
+            })
         };
+        let out = &mut out[..total];
         if count == 1 {
-            return Ok(vec![decode_one(first)?]);
+            decode_one(first, out)?;
+        } else if !parallel {
+            for (k, dst) in out.chunks_mut(src.chunk_size as usize).enumerate() {
+                decode_one(first + k as u64, dst)?;
+            }
+        } else {
+            out.par_chunks_mut(src.chunk_size as usize)
+                .enumerate()
+                .try_for_each(|(k, dst)| decode_one(first + k as u64, dst))?;
         }
-        (first..first + count)
-            .into_par_iter()
-            .map(decode_one)
-            .collect()
+        Ok(total)
     }
 
     /// Chunks per batch: about `BATCH_BYTES`, but at least one per worker thread so large
@@ -661,20 +696,148 @@ impl Wim {
         if start >= end {
             return Ok(());
         }
+        let mut bufs = Scratch::take();
         let mut chunk = start / src.chunk_size;
         let last = (end - 1) / src.chunk_size + 1;
         while chunk < last {
             let count = self.batch_count(src, chunk, last);
-            let outs = self.decode_batch(src, chunk, count)?;
-            for (k, out) in outs.iter().enumerate() {
-                let cstart = (chunk + k as u64) * src.chunk_size;
-                let a = start.max(cstart) - cstart;
-                let b = end.min(cstart + out.len() as u64) - cstart;
-                f(&out[a as usize..b as usize])?;
-            }
+            let n = self.decode_batch(src, chunk, count, &mut bufs.stored, &mut bufs.out, true)?;
+            let bstart = chunk * src.chunk_size;
+            let a = start.max(bstart) - bstart;
+            let b = end.min(bstart + n as u64) - bstart;
+            f(&bufs.out[a as usize..b as usize])?;
             chunk += count;
         }
+        bufs.give_back();
         Ok(())
+    }
+
+    /// Like [`Wim::stream_range`], for long ranges: worker threads each claim the next
+    /// group of chunks, decode it into their own buffers, then wait for their turn and pass
+    /// it to `f`, so decoding of later groups overlaps `f` (hashing) of earlier ones and
+    /// every core stays busy.
+    ///
+    /// Memory: a group's compressed and decoded bytes are reserved against
+    /// [`PIPELINE_BUDGET`] when it is claimed (claims and reservations happen in order
+    /// under one lock, so the group whose turn is next always holds its reservation and
+    /// progress never stalls); the compressed bytes are released as soon as the group is
+    /// decoded. A worker keeps its output buffer, still reserved, for its next group, and
+    /// frees it when a claim has to wait, so waiting claims only wait on groups in flight.
+    /// A group larger than the whole budget still runs, alone.
+    fn stream_range_pipelined(
+        &self,
+        src: &ChunkSource,
+        start: u64,
+        end: u64,
+        f: impl FnMut(&[u8]) -> Result<()> + Send,
+    ) -> Result<()> {
+        if start >= end {
+            return Ok(());
+        }
+        let first = start / src.chunk_size;
+        let last = (end - 1) / src.chunk_size + 1;
+        let per_group = (PIPELINE_GROUP_BYTES / src.chunk_size).max(1);
+        let groups = (last - first).div_ceil(per_group);
+        let workers = (rayon::current_num_threads() as u64).min(groups);
+        if workers <= 1 {
+            return self.stream_range(src, start, end, f);
+        }
+        struct Pipe<F> {
+            next_claim: u64,
+            reserved: u64,
+            turn: u64,
+            f: F,
+            failed: Option<Error>,
+        }
+        let pipe = Mutex::new(Pipe {
+            next_claim: 0,
+            reserved: 0,
+            turn: 0,
+            f,
+            failed: None,
+        });
+        let cv = std::sync::Condvar::new();
+        let lock = || pipe.lock().unwrap_or_else(|e| e.into_inner());
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    // The decoded-output buffer is kept from group to group (no page
+                    // faults for a fresh one each time); its size stays reserved while kept.
+                    let mut out = Vec::new();
+                    let mut kept = 0u64;
+                    let exit = |kept: u64| {
+                        let mut p = lock();
+                        p.reserved -= kept;
+                        cv.notify_all();
+                    };
+                    loop {
+                        // Claim the next group and reserve its memory.
+                        let (g, chunk, count, stored_len) = {
+                            let mut p = lock();
+                            loop {
+                                if p.failed.is_some() || p.next_claim >= groups {
+                                    drop(p);
+                                    return exit(kept);
+                                }
+                                let g = p.next_claim;
+                                let chunk = first + g * per_group;
+                                let count = per_group.min(last - chunk);
+                                let stored_len = src.span(chunk + count - 1).1 - src.span(chunk).0;
+                                let out_len: u64 =
+                                    (chunk..chunk + count).map(|i| src.chunk_len(i)).sum();
+                                let want = stored_len + out_len.saturating_sub(kept);
+                                if p.reserved == kept || p.reserved + want <= PIPELINE_BUDGET {
+                                    p.reserved += want;
+                                    kept = kept.max(out_len);
+                                    p.next_claim += 1;
+                                    break (g, chunk, count, stored_len);
+                                }
+                                if kept > 0 {
+                                    // Blocked: give the kept buffer back so the budget
+                                    // only ever waits on groups in flight.
+                                    out = Vec::new();
+                                    p.reserved -= kept;
+                                    kept = 0;
+                                    cv.notify_all();
+                                    continue;
+                                }
+                                p = cv.wait(p).unwrap_or_else(|e| e.into_inner());
+                            }
+                        };
+                        let mut stored = Vec::new();
+                        let res =
+                            self.decode_batch(src, chunk, count, &mut stored, &mut out, false);
+                        drop(stored);
+                        let mut p = lock();
+                        p.reserved -= stored_len;
+                        cv.notify_all();
+                        while p.turn != g && p.failed.is_none() {
+                            p = cv.wait(p).unwrap_or_else(|e| e.into_inner());
+                        }
+                        if p.failed.is_some() {
+                            drop(p);
+                            return exit(kept);
+                        }
+                        let res = res.and_then(|n| {
+                            let bstart = chunk * src.chunk_size;
+                            let a = start.max(bstart) - bstart;
+                            let b = end.min(bstart + n as u64) - bstart;
+                            (p.f)(&out[a as usize..b as usize])
+                        });
+                        match res {
+                            Ok(()) => p.turn += 1,
+                            Err(e) => p.failed = Some(e),
+                        }
+                        cv.notify_all();
+                    }
+                });
+            }
+        });
+        let p = pipe.into_inner().unwrap_or_else(|e| e.into_inner());
+        match p.failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     fn read_all(&self, src: &ChunkSource, start: u64, len: u64) -> Result<Vec<u8>> {
@@ -797,8 +960,9 @@ impl Wim {
             end: off + b.size,
             next_chunk: first,
             pos: off,
-            buf: Vec::new(),
+            bufs: None,
             buf_pos: 0,
+            buf_end: 0,
             hasher: Sha1Hasher::new(),
             hash: *hash,
             label,
@@ -861,82 +1025,80 @@ impl Wim {
             .map(|b| b.size)
             .sum();
         let solid_count: u64 = solid.iter().map(|(_, v)| v.len() as u64).sum();
-        solid
-            .par_iter()
-            .try_for_each(|(res, blobs)| -> Result<()> {
-                let src = &self.solids[*res];
-                let mut blobs = blobs.clone();
-                blobs.sort_by_key(|b| match b.loc {
+        // One solid resource at a time: each is decoded by all threads (see
+        // `stream_range_pipelined`), which also bounds memory to one set of chunk buffers.
+        solid.iter().try_for_each(|(res, blobs)| -> Result<()> {
+            let src = &self.solids[*res];
+            let mut blobs = blobs.clone();
+            blobs.sort_by_key(|b| match b.loc {
+                Loc::Solid { offset, .. } => offset,
+                Loc::Plain { .. } => 0,
+            });
+            // Group blobs into spans of consecutive chunks so gaps are skipped.
+            let mut i = 0;
+            while i < blobs.len() {
+                let off = |b: &BlobInfo| match b.loc {
                     Loc::Solid { offset, .. } => offset,
                     Loc::Plain { .. } => 0,
-                });
-                // Group blobs into spans of consecutive chunks so gaps are skipped.
-                let mut i = 0;
-                while i < blobs.len() {
-                    let off = |b: &BlobInfo| match b.loc {
-                        Loc::Solid { offset, .. } => offset,
-                        Loc::Plain { .. } => 0,
-                    };
-                    let start = off(blobs[i]);
-                    let mut end = start + blobs[i].size;
-                    let mut j = i + 1;
-                    while j < blobs.len()
-                        && off(blobs[j]) / src.chunk_size
-                            <= end.saturating_sub(1) / src.chunk_size + 1
-                    {
-                        end = end.max(off(blobs[j]) + blobs[j].size);
-                        j += 1;
-                    }
-                    let group = &blobs[i..j];
-                    let mut k = 0usize;
-                    let mut pos = start;
-                    let mut sinks: Vec<Option<(S, Sha1Hasher)>> =
-                        group.iter().map(|_| None).collect();
-                    self.stream_range(src, start, end, |mut data| {
-                        while !data.is_empty() {
-                            while k < group.len()
-                                && off(group[k]) + group[k].size <= pos
-                                && sinks[k].is_none()
-                            {
-                                // Empty blob or already finished.
-                                k += 1;
-                            }
-                            if k >= group.len() {
-                                return Ok(());
-                            }
-                            let b = group[k];
-                            let bstart = off(b);
-                            if pos < bstart {
-                                let skip = ((bstart - pos) as usize).min(data.len());
-                                data = &data[skip..];
-                                pos += skip as u64;
-                                continue;
-                            }
-                            if sinks[k].is_none() {
-                                sinks[k] = Some((make_sink(&b.hash)?, Sha1Hasher::new()));
-                            }
-                            let take = ((bstart + b.size - pos) as usize).min(data.len());
-                            if let Some((s, h)) = sinks[k].as_mut() {
-                                h.update(&data[..take]);
-                                s.write(&data[..take])?;
-                            }
-                            data = &data[take..];
-                            pos += take as u64;
-                            if pos == bstart + b.size {
-                                if let Some((s, h)) = sinks[k].take() {
-                                    check(b, h)?;
-                                    s.finish()?;
-                                }
-                                k += 1;
-                            }
-                        }
-                        Ok(())
-                    })
-                    .map_err(|e| wrap(e, &group[k.min(group.len() - 1)].hash))?;
-                    i = j;
+                };
+                let start = off(blobs[i]);
+                let mut end = start + blobs[i].size;
+                let mut j = i + 1;
+                while j < blobs.len()
+                    && off(blobs[j]) / src.chunk_size <= end.saturating_sub(1) / src.chunk_size + 1
+                {
+                    end = end.max(off(blobs[j]) + blobs[j].size);
+                    j += 1;
                 }
-                Ok(())
-            })?;
+                let group = &blobs[i..j];
+                let mut k = 0usize;
+                let mut pos = start;
+                let mut sinks: Vec<Option<(S, Sha1Hasher)>> = group.iter().map(|_| None).collect();
+                self.stream_range_pipelined(src, start, end, |mut data| {
+                    while !data.is_empty() {
+                        while k < group.len()
+                            && off(group[k]) + group[k].size <= pos
+                            && sinks[k].is_none()
+                        {
+                            // Empty blob or already finished.
+                            k += 1;
+                        }
+                        if k >= group.len() {
+                            return Ok(());
+                        }
+                        let b = group[k];
+                        let bstart = off(b);
+                        if pos < bstart {
+                            let skip = ((bstart - pos) as usize).min(data.len());
+                            data = &data[skip..];
+                            pos += skip as u64;
+                            continue;
+                        }
+                        if sinks[k].is_none() {
+                            sinks[k] = Some((make_sink(&b.hash)?, Sha1Hasher::new()));
+                        }
+                        let take = ((bstart + b.size - pos) as usize).min(data.len());
+                        if let Some((s, h)) = sinks[k].as_mut() {
+                            h.update(&data[..take]);
+                            s.write(&data[..take])?;
+                        }
+                        data = &data[take..];
+                        pos += take as u64;
+                        if pos == bstart + b.size {
+                            if let Some((s, h)) = sinks[k].take() {
+                                check(b, h)?;
+                                s.finish()?;
+                            }
+                            k += 1;
+                        }
+                    }
+                    Ok(())
+                })
+                .map_err(|e| wrap(e, &group[k.min(group.len() - 1)].hash))?;
+                i = j;
+            }
+            Ok(())
+        })?;
         let plain_bytes: u64 = plain.iter().map(|b| b.size).sum();
         plain.par_iter().try_for_each(|b| -> Result<()> {
             let (src, off) = self.source_of(b)?;
@@ -1048,6 +1210,46 @@ impl Wim {
     }
 }
 
+/// Grow a scratch buffer to at least `len` bytes (never shrinks, never clears).
+fn grow(v: &mut Vec<u8>, len: usize) {
+    if v.len() < len {
+        v.resize(len, 0);
+    }
+}
+
+/// Largest scratch buffer kept per thread between resource reads: enough for the batches
+/// of small blobs (the common case), while the big batches of large blobs and solid
+/// resources are freed when their read ends, so idle threads hold little memory.
+const SCRATCH_KEEP: usize = 1 << 20;
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Option<Box<Scratch>>> = const { std::cell::Cell::new(None) };
+}
+
+/// Per-thread reusable buffers for compressed input and decoded output. Taken out of the
+/// thread-local slot for the duration of one read (a nested read on the same thread, as
+/// rayon may schedule while waiting, simply allocates its own), and put back afterwards.
+#[derive(Default)]
+struct Scratch {
+    stored: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Scratch {
+    fn take() -> Box<Scratch> {
+        SCRATCH.with(|c| c.take()).unwrap_or_default()
+    }
+
+    fn give_back(mut self: Box<Self>) {
+        for v in [&mut self.stored, &mut self.out] {
+            if v.capacity() > SCRATCH_KEEP {
+                *v = Vec::new();
+            }
+        }
+        SCRATCH.with(|c| c.set(Some(self)));
+    }
+}
+
 /// Receives one blob's bytes in order during [`Wim::stream_blobs`].
 pub(crate) trait BlobSink: Send {
     fn write(&mut self, data: &[u8]) -> Result<()>;
@@ -1073,8 +1275,11 @@ pub struct BlobReader<'a> {
     end: u64,
     next_chunk: u64,
     pos: u64,
-    buf: Vec<u8>,
+    /// Scratch buffers, taken from the thread at the first read and given back on drop;
+    /// `bufs.out[buf_pos..buf_end]` is decoded but not yet read.
+    bufs: Option<Box<Scratch>>,
     buf_pos: usize,
+    buf_end: usize,
     hasher: Sha1Hasher,
     hash: Sha1,
     label: String,
@@ -1094,20 +1299,29 @@ impl BlobReader<'_> {
     fn fill(&mut self) -> Result<()> {
         let src = &self.src;
         let last = (self.end - 1) / src.chunk_size + 1;
-        let count = self.wim.batch_count(src, self.next_chunk, last);
-        let outs = self.wim.decode_batch(src, self.next_chunk, count)?;
-        self.buf.clear();
-        for (k, out) in outs.iter().enumerate() {
-            let cstart = (self.next_chunk + k as u64) * src.chunk_size;
-            let a = self.pos.max(cstart).max(self.start) - cstart;
-            let b = self.end.min(cstart + out.len() as u64) - cstart;
-            if a < b {
-                self.buf.extend_from_slice(&out[a as usize..b as usize]);
-            }
-        }
+        let count = (READER_BATCH_BYTES / src.chunk_size).clamp(1, last - self.next_chunk);
+        let bufs = self.bufs.get_or_insert_with(Scratch::take);
+        let n = self.wim.decode_batch(
+            src,
+            self.next_chunk,
+            count,
+            &mut bufs.stored,
+            &mut bufs.out,
+            true,
+        )?;
+        let bstart = self.next_chunk * src.chunk_size;
+        self.buf_pos = (self.pos.max(self.start) - bstart) as usize;
+        self.buf_end = (self.end.min(bstart + n as u64) - bstart) as usize;
         self.next_chunk += count;
-        self.buf_pos = 0;
         Ok(())
+    }
+}
+
+impl Drop for BlobReader<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.bufs.take() {
+            b.give_back();
+        }
     }
 }
 
@@ -1116,7 +1330,7 @@ impl Read for BlobReader<'_> {
         if out.is_empty() {
             return Ok(0);
         }
-        if self.buf_pos == self.buf.len() {
+        if self.buf_pos == self.buf_end {
             if self.pos >= self.end {
                 if !self.done {
                     self.done = true;
@@ -1149,8 +1363,11 @@ impl Read for BlobReader<'_> {
                 .into());
             }
         }
-        let n = out.len().min(self.buf.len() - self.buf_pos);
-        out[..n].copy_from_slice(&self.buf[self.buf_pos..self.buf_pos + n]);
+        let Some(bufs) = self.bufs.as_ref() else {
+            return Ok(0);
+        };
+        let n = out.len().min(self.buf_end - self.buf_pos);
+        out[..n].copy_from_slice(&bufs.out[self.buf_pos..self.buf_pos + n]);
         self.hasher.update(&out[..n]);
         self.buf_pos += n;
         self.pos += n as u64;
