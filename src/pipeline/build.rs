@@ -531,6 +531,13 @@ pub fn plan(req: &BuildRequest) -> io::Result<Plan> {
     }
     let filetime = unix_to_filetime(req.time);
     let mut notes = Vec::new();
+    if kind == OutputKind::Vhd {
+        notes.push(
+            "the .vhd holds a GPT disk that boots with UEFI only; BIOS boot (MBR, bootmgr) is not \
+             provided yet"
+                .to_string(),
+        );
+    }
     let mut inputs: Vec<(String, PathBuf)> = Vec::new();
 
     // Media.
