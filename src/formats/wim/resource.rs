@@ -35,6 +35,9 @@ const BATCH_BYTES: u64 = 16 << 20;
 /// chunk): large enough that the hand-over cost vanishes, small enough that the workers'
 /// buffers stay a few MiB for 32 KiB chunks.
 const PIPELINE_GROUP_BYTES: u64 = 1 << 20;
+/// Non-solid blobs from this size up are streamed by all threads at once when a whole WIM is
+/// read (verify, extract): below it, one blob per thread keeps every core busy.
+const PIPELINED_BLOB: u64 = 8 << 20;
 /// Compressed plus decoded bytes the pipeline workers may hold at once. Two LZMS solid
 /// chunks of 64 MiB decode side by side with room for their compressed input (typically a
 /// quarter of that), and the whole stays well under a 256 MiB process budget.
@@ -691,6 +694,20 @@ impl Wim {
         src: &ChunkSource,
         start: u64,
         end: u64,
+        f: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.stream_range_with(src, start, end, true, f)
+    }
+
+    /// [`Wim::stream_range`], decoding each batch's chunks in parallel or not: callers that
+    /// already run one blob per thread decode serially, so no thread waits on a nested
+    /// batch's slowest chunk while the SHA-1 of the last one runs alone.
+    fn stream_range_with(
+        &self,
+        src: &ChunkSource,
+        start: u64,
+        end: u64,
+        parallel: bool,
         mut f: impl FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
         if start >= end {
@@ -701,7 +718,8 @@ impl Wim {
         let last = (end - 1) / src.chunk_size + 1;
         while chunk < last {
             let count = self.batch_count(src, chunk, last);
-            let n = self.decode_batch(src, chunk, count, &mut bufs.stored, &mut bufs.out, true)?;
+            let n =
+                self.decode_batch(src, chunk, count, &mut bufs.stored, &mut bufs.out, parallel)?;
             let bstart = chunk * src.chunk_size;
             let a = start.max(bstart) - bstart;
             let b = end.min(bstart + n as u64) - bstart;
@@ -1100,18 +1118,38 @@ impl Wim {
             Ok(())
         })?;
         let plain_bytes: u64 = plain.iter().map(|b| b.size).sum();
-        plain.par_iter().try_for_each(|b| -> Result<()> {
+        // Large blobs one at a time, each decoded by every thread with its SHA-1 overlapping
+        // the decoding (`stream_range_pipelined`); then the rest one blob per thread, each
+        // decoded serially, so no thread waits on another inside a blob.
+        let split = plain.partition_point(|b| b.size >= PIPELINED_BLOB);
+        let (large, small) = plain.split_at(split);
+        for b in large {
             let (src, off) = self.source_of(b)?;
             let mut sink = make_sink(&b.hash)?;
             let mut h = Sha1Hasher::new();
-            self.stream_range(&src, off, off + b.size, |d| {
+            self.stream_range_pipelined(&src, off, off + b.size, |d| {
                 h.update(d);
                 sink.write(d)
             })
             .map_err(|e| wrap(e, &b.hash))?;
             check(b, h)?;
-            sink.finish()
-        })?;
+            sink.finish()?;
+        }
+        small
+            .par_iter()
+            .with_max_len(16)
+            .try_for_each(|b| -> Result<()> {
+                let (src, off) = self.source_of(b)?;
+                let mut sink = make_sink(&b.hash)?;
+                let mut h = Sha1Hasher::new();
+                self.stream_range_with(&src, off, off + b.size, false, |d| {
+                    h.update(d);
+                    sink.write(d)
+                })
+                .map_err(|e| wrap(e, &b.hash))?;
+                check(b, h)?;
+                sink.finish()
+            })?;
         Ok((solid_count + plain.len() as u64, solid_bytes + plain_bytes))
     }
 
