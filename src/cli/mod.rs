@@ -18,6 +18,8 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "nanoforge", version, about, long_about = None, propagate_version = true)]
 #[command(after_help = "Examples:
+  nanoforge build templates/container-host.toml --media demo -o host.vhdx
+  nanoforge build templates/hyperv-guest.toml --media /mnt/iso --dry-run -o nano.vhdx
   nanoforge disk create --size 10GiB --esp-dir ./esp -o lab.vhdx
   nanoforge convert lab.vhdx lab.img
   nanoforge inspect lab.vhdx --json")]
@@ -41,9 +43,10 @@ pub enum Command {
     Disk(disk::DiskCommand),
     /// Convert a disk image between VHDX, VHD and raw, keeping it sparse.
     Convert(convert::ConvertArgs),
-    /// Show what a disk image holds: container, partitions, ESP files.
+    /// Show what a disk image holds: container, partitions, ESP files, NTFS volumes, the
+    /// container image store.
     Inspect(inspect::InspectArgs),
-    /// Read, verify, extract and apply WIM archives.
+    /// Read, verify, extract, apply, capture and export WIM archives.
     #[command(subcommand)]
     Wim(wim::WimCommand),
     /// Read and edit registry hives through .reg text.
@@ -52,7 +55,7 @@ pub enum Command {
     /// Show Boot Configuration Data stores.
     #[command(subcommand)]
     Bcd(bcd::BcdCommand),
-    /// Pin and check the installation media's files by SHA-256.
+    /// Pin and check the installation media's files by SHA-256; write the demo media.
     #[command(subcommand)]
     Media(media::MediaCommand),
     /// List the Nano Server packages on the installation media.
