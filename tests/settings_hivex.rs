@@ -639,11 +639,11 @@ fn bad_values_give_clear_errors() {
     let cases: [(&NetworkEdit, &str); 8] = [
         (
             &|n| n.ipv4_address = Some("10.0.0.300".into()),
-            "network.ipv4_address = \"10.0.0.300\": is not an IPv4 address",
+            "ipv4_address = \"10.0.0.300\": is not an IPv4 address",
         ),
         (
             &|n| n.ipv4_mask = Some("255.0.255.0".into()),
-            "network.ipv4_mask = \"255.0.255.0\": is not a subnet mask",
+            "ipv4_subnet_mask = \"255.0.255.0\": is not a subnet mask",
         ),
         (
             &|n| n.ipv4_gateway = Some("10.0.1.1".into()),
@@ -651,11 +651,11 @@ fn bad_values_give_clear_errors() {
         ),
         (
             &|n| n.ipv4_dns = vec!["8.8.8".into()],
-            "network.ipv4_dns = \"8.8.8\": is not an IPv4 address",
+            "ipv4_dns = \"8.8.8\": is not an IPv4 address",
         ),
         (
             &|n| n.ipv6_address = Some("fd00::zz".into()),
-            "network.ipv6_address = \"fd00::zz\": is not an IPv6 address",
+            "ipv6_address = \"fd00::zz\": is not an IPv6 address",
         ),
         (
             &|n| n.ipv6_address = Some("fd00::1/129".into()),
@@ -663,9 +663,9 @@ fn bad_values_give_clear_errors() {
         ),
         (
             &|n| n.ipv6_dns = vec!["10.0.0.1".into()],
-            "network.ipv6_dns = \"10.0.0.1\": is not an IPv6 address",
+            "ipv6_dns = \"10.0.0.1\": is not an IPv6 address",
         ),
-        (&|n| n.interface = "Eth\"ernet".into(), "network.interface"),
+        (&|n| n.interface = "Eth\"ernet".into(), "interface"),
     ];
     for (f, want) in cases {
         let e = apply_err(&net(f));

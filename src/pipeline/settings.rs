@@ -800,7 +800,7 @@ fn render_unattend(v: &UnattendValues) -> Result<String> {
 fn setup_steps(s: &Settings) -> Result<Vec<Step>> {
     let mut steps = Vec::new();
     if let Some(n) = &s.network {
-        let f = "network.interface";
+        let f = "interface";
         validate_cmd_text(f, &n.interface, MAX_TEXT_CHARS)?;
         if n.interface.contains(['"', '%', '^']) {
             return Err(invalid(
@@ -813,18 +813,18 @@ fn setup_steps(s: &Settings) -> Result<Vec<Step>> {
         let name = n.interface.trim();
         match (&n.ipv4_address, &n.ipv4_mask) {
             (Some(a), Some(m)) => {
-                let addr = parse_v4("network.ipv4_address", a)?;
-                let prefix = mask_prefix("network.ipv4_mask", m)?;
+                let addr = parse_v4("ipv4_address", a)?;
+                let prefix = mask_prefix("ipv4_subnet_mask", m)?;
                 let mask = Ipv4Addr::from(u32::MAX << (32 - prefix));
                 let mut cmd = format!(
                     "netsh interface ipv4 set address name=\"{name}\" static {addr} {mask}"
                 );
                 if let Some(g) = &n.ipv4_gateway {
-                    let gw = parse_v4("network.ipv4_gateway", g)?;
+                    let gw = parse_v4("ipv4_gateway", g)?;
                     let bits = u32::from(mask);
                     if u32::from(gw) & bits != u32::from(addr) & bits {
                         return Err(invalid(
-                            "network.ipv4_gateway",
+                            "ipv4_gateway",
                             g,
                             format!("is outside the subnet {addr}/{prefix}; the gateway must be on the interface's subnet"),
                         ));
@@ -839,29 +839,25 @@ fn setup_steps(s: &Settings) -> Result<Vec<Step>> {
             (None, None) => {
                 if let Some(g) = &n.ipv4_gateway {
                     return Err(invalid(
-                        "network.ipv4_gateway",
+                        "ipv4_gateway",
                         g,
-                        "needs network.ipv4_address and network.ipv4_mask",
+                        "needs ipv4_address and ipv4_subnet_mask",
                     ));
                 }
             }
             (Some(a), None) => {
                 return Err(invalid(
-                    "network.ipv4_address",
+                    "ipv4_address",
                     a,
-                    "needs network.ipv4_mask too (e.g. 255.255.255.0)",
+                    "needs ipv4_subnet_mask too (e.g. 255.255.255.0)",
                 ))
             }
             (None, Some(m)) => {
-                return Err(invalid(
-                    "network.ipv4_mask",
-                    m,
-                    "needs network.ipv4_address too",
-                ))
+                return Err(invalid("ipv4_subnet_mask", m, "needs ipv4_address too"))
             }
         }
         if let Some(a) = &n.ipv6_address {
-            let f6 = "network.ipv6_address";
+            let f6 = "ipv6_address";
             let (addr, prefix) = match a.trim().split_once('/') {
                 Some((ad, p)) => {
                     let len: u8 = p
@@ -889,12 +885,12 @@ fn setup_steps(s: &Settings) -> Result<Vec<Step>> {
         let v4: Vec<IpAddr> = n
             .ipv4_dns
             .iter()
-            .map(|d| parse_v4("network.ipv4_dns", d).map(IpAddr::V4))
+            .map(|d| parse_v4("ipv4_dns", d).map(IpAddr::V4))
             .collect::<Result<_>>()?;
         let v6: Vec<IpAddr> = n
             .ipv6_dns
             .iter()
-            .map(|d| parse_v6("network.ipv6_dns", d).map(IpAddr::V6))
+            .map(|d| parse_v6("ipv6_dns", d).map(IpAddr::V6))
             .collect::<Result<_>>()?;
         for (family, servers) in [("ipv4", v4), ("ipv6", v6)] {
             for (i, d) in servers.iter().enumerate() {
@@ -974,22 +970,25 @@ pub fn apply(
     let unattend: Option<(Vec<u8>, String)> = match &settings.unattend_file {
         Some(path) => {
             let clashing: Vec<&str> = [
-                ("admin_password", settings.admin_password.is_some()),
+                (
+                    "the administrator password",
+                    settings.admin_password.is_some(),
+                ),
                 ("time_zone", settings.time_zone.is_some()),
                 ("registered_owner", settings.registered_owner.is_some()),
                 (
                     "registered_organization",
                     settings.registered_organization.is_some(),
                 ),
-                ("domain_join_blob", settings.domain_join_blob.is_some()),
+                ("domain_blob", settings.domain_join_blob.is_some()),
             ]
             .into_iter()
             .filter_map(|(n, set)| set.then_some(n))
             .collect();
             if !clashing.is_empty() {
                 return Err(Error::Conflict(format!(
-                    "unattend_file is copied verbatim, so {} cannot be applied; put them in \
-                     that file or drop unattend_file",
+                    "the unattend file is copied verbatim, so {} cannot be applied; put them in \
+                     that file or drop --unattend",
                     clashing.join(", ")
                 )));
             }
