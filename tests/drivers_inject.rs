@@ -6,14 +6,12 @@
 //! finds the volume clean. The package hash is recomputed with `sha256sum`, the DriverVer
 //! date with `date`.
 mod common;
+use common::FileDisk;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use nanoforge::core::WriteAt;
 use nanoforge::formats::ntfs::{write_volume, NtfsOptions};
 use nanoforge::formats::regf::{Hive, Value};
 use nanoforge::servicing::drivers::{from_dir, inject, DriverReport, InjectOptions};
@@ -244,21 +242,6 @@ fn inject_all(dir: &Path, o: &InjectOptions) -> (Tree, Hive, Vec<DriverReport>) 
 
 // ---------------------------------------------------------------------------------------
 // Oracles
-
-struct FileDisk(File, u64);
-
-impl WriteAt for FileDisk {
-    fn size(&self) -> u64 {
-        self.1
-    }
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        nanoforge::core::block::check_range(offset, data.len(), self.1)?;
-        self.0.write_all_at(data, offset)
-    }
-    fn finish(self: Box<Self>) -> io::Result<()> {
-        self.0.sync_all()
-    }
-}
 
 /// Put the hive into the tree as Windows\System32\config\SYSTEM and write the volume.
 fn write_image(dir: &Path, mut tree: Tree, sys: &Hive) -> std::path::PathBuf {

@@ -2,6 +2,7 @@
 //! ntfsinfo, and wimlib-imagex capturing the volume through libntfs-3g.
 
 mod common;
+use common::FileDisk;
 
 use common::{scrambled as pattern, test_sd as sd};
 
@@ -10,30 +11,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use sha1::Digest;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use nanoforge::core::WriteAt;
 use nanoforge::formats::ntfs::{default_descriptor, write_volume, NtfsOptions, NtfsReport};
 use nanoforge::tree::{
     host::symlink_reparse, Content, Meta, NameSpace, NodeId, Reparse, Stream, Tree,
 };
-
-/// A plain file as a write target.
-struct FileDisk(File, u64);
-
-impl WriteAt for FileDisk {
-    fn size(&self) -> u64 {
-        self.1
-    }
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        nanoforge::core::block::check_range(offset, data.len(), self.1)?;
-        self.0.write_all_at(data, offset)
-    }
-    fn finish(self: Box<Self>) -> io::Result<()> {
-        self.0.sync_all()
-    }
-}
 
 const T: u64 = 133_000_000_000_000_000;
 

@@ -6,14 +6,12 @@
 //! `ntfssecaudit` (ntfs-3g) and the hives with `hivexregedit --export`. Also: request
 //! errors, damaged packages and hostile cabs.
 mod common;
+use common::FileDisk;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use nanoforge::core::block::WriteAt;
 use nanoforge::formats::ntfs::{write_volume, NtfsOptions};
 use nanoforge::formats::regf::{Hive, Value};
 use nanoforge::servicing::catalog::Catalog;
@@ -31,21 +29,6 @@ const TS: u64 = 133_444_736_000_000_000;
 const LANG: &str = "en-US";
 const PKT: &str = "6e616e6f666f7267";
 const SVCHOST: &str = "Microsoft\\Windows NT\\CurrentVersion\\Svchost";
-
-struct FileDisk(File, u64);
-
-impl WriteAt for FileDisk {
-    fn size(&self) -> u64 {
-        self.1
-    }
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        nanoforge::core::block::check_range(offset, data.len(), self.1)?;
-        self.0.write_all_at(data, offset)
-    }
-    fn finish(self: Box<Self>) -> io::Result<()> {
-        self.0.sync_all()
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Helpers

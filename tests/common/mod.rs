@@ -101,3 +101,20 @@ pub fn scrambled(len: usize, seed: u32) -> Vec<u8> {
         .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 13) as u8)
         .collect()
 }
+
+/// A plain file as a positional write target for the volume writers.
+pub struct FileDisk(pub std::fs::File, pub u64);
+
+impl nanoforge::core::block::WriteAt for FileDisk {
+    fn size(&self) -> u64 {
+        self.1
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        nanoforge::core::block::check_range(offset, data.len(), self.1)?;
+        self.0.write_all_at(data, offset)
+    }
+    fn finish(self: Box<Self>) -> std::io::Result<()> {
+        self.0.sync_all()
+    }
+}
