@@ -98,6 +98,22 @@ impl Prob {
     };
 }
 
+/// A repeat match: two adaptive bits pick entry 0, 1 or 2 of the recent-offsets queue,
+/// which is taken out (the entries behind it move up).
+#[inline(always)]
+fn take_repeat<T: Copy>(rd: &mut RangeDecoder, rep: &mut [Decision<64>; 2], q: &mut [T; 4]) -> T {
+    let r = if rd.bit(&mut rep[0]) == 0 {
+        0
+    } else if rd.bit(&mut rep[1]) == 0 {
+        1
+    } else {
+        2
+    };
+    let v = q[r];
+    q.copy_within(r + 1.., r);
+    v
+}
+
 /// A decision class: 2^k probability entries indexed by the last k bits of the class.
 struct Decision<const N: usize> {
     state: usize,
@@ -508,18 +524,7 @@ impl Decompress for LzmsDecoder {
                     let slot = self.lz_offset.decode(&mut bits)?;
                     self.offset_base[slot].wrapping_add(bits.bits(self.offset_extra[slot]))
                 } else {
-                    let r = if rd.bit(&mut lz_rep[0]) == 0 {
-                        0
-                    } else if rd.bit(&mut lz_rep[1]) == 0 {
-                        1
-                    } else {
-                        2
-                    };
-                    let o = lz_q[r];
-                    for k in r..3 {
-                        lz_q[k] = lz_q[k + 1];
-                    }
-                    o
+                    take_repeat(&mut rd, &mut lz_rep, &mut lz_q)
                 };
                 if lz_pending != 0 {
                     lz_q = [lz_pending, lz_q[0], lz_q[1], lz_q[2]];
@@ -562,18 +567,7 @@ impl Decompress for LzmsDecoder {
                         self.offset_base[slot].wrapping_add(bits.bits(self.offset_extra[slot])),
                     )
                 } else {
-                    let r = if rd.bit(&mut delta_rep[0]) == 0 {
-                        0
-                    } else if rd.bit(&mut delta_rep[1]) == 0 {
-                        1
-                    } else {
-                        2
-                    };
-                    let v = delta_q[r];
-                    for k in r..3 {
-                        delta_q[k] = delta_q[k + 1];
-                    }
-                    v
+                    take_repeat(&mut rd, &mut delta_rep, &mut delta_q)
                 };
                 if let Some(p) = delta_pending {
                     delta_q = [p, delta_q[0], delta_q[1], delta_q[2]];

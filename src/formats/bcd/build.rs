@@ -144,6 +144,15 @@ fn put(hive: &mut Hive, g: &Guid, id: u32, v: ElementValue, ts: u64) -> Result<(
     set_element(hive, g, id, &v, ts)
 }
 
+/// Set an element only when the object (from the template) does not have it yet.
+fn put_default(hive: &mut Hive, g: &Guid, id: u32, v: ElementValue, ts: u64) -> Result<()> {
+    let key = format!("Objects\\{}\\Elements\\{id:08x}", g.braced());
+    if hive.key(&key).is_some() {
+        return Ok(());
+    }
+    put(hive, g, id, v, ts)
+}
+
 /// Write the global objects of a fresh store literally (the values BCD-Template holds,
 /// facts-bcd.md §5.2/§5.3).
 fn scratch_globals(hive: &mut Hive, ts: u64) -> Result<()> {
@@ -247,10 +256,6 @@ pub fn build_hive(opts: &BuildOptions) -> Result<Hive> {
     // {bootmgr}: complete what the template gave.
     let bm = GUID_BOOTMGR;
     set_object_type(&mut hive, &bm, object_type::BOOTMGR, ts)?;
-    let has = |hive: &Hive, g: &Guid, id: u32| {
-        hive.key(&format!("Objects\\{}\\Elements\\{id:08x}", g.braced()))
-            .is_some()
-    };
     put(
         &mut hive,
         &bm,
@@ -265,25 +270,21 @@ pub fn build_hive(opts: &BuildOptions) -> Result<Hive> {
         String(BOOTMGR_PATH.into()),
         ts,
     )?;
-    if !has(&hive, &bm, element::DESCRIPTION) {
-        put(
-            &mut hive,
-            &bm,
-            element::DESCRIPTION,
-            String("Windows Boot Manager".into()),
-            ts,
-        )?;
-    }
+    put_default(
+        &mut hive,
+        &bm,
+        element::DESCRIPTION,
+        String("Windows Boot Manager".into()),
+        ts,
+    )?;
     put(&mut hive, &bm, element::LOCALE, locale.clone(), ts)?;
-    if !has(&hive, &bm, element::INHERIT) {
-        put(
-            &mut hive,
-            &bm,
-            element::INHERIT,
-            ObjectList(vec![GUID_GLOBALSETTINGS]),
-            ts,
-        )?;
-    }
+    put_default(
+        &mut hive,
+        &bm,
+        element::INHERIT,
+        ObjectList(vec![GUID_GLOBALSETTINGS]),
+        ts,
+    )?;
     put(&mut hive, &bm, element::BOOTMGR_DEFAULT, Object(loader), ts)?;
     put(
         &mut hive,
@@ -294,14 +295,13 @@ pub fn build_hive(opts: &BuildOptions) -> Result<Hive> {
     )?;
     match opts.timeout {
         Some(t) => put(&mut hive, &bm, element::BOOTMGR_TIMEOUT, Integer(t), ts)?,
-        None if !has(&hive, &bm, element::BOOTMGR_TIMEOUT) => put(
+        None => put_default(
             &mut hive,
             &bm,
             element::BOOTMGR_TIMEOUT,
             Integer(DEFAULT_TIMEOUT),
             ts,
         )?,
-        None => {}
     }
 
     // The Windows boot loader, from the template's UEFI OS loader when there is one.
@@ -331,15 +331,13 @@ pub fn build_hive(opts: &BuildOptions) -> Result<Hive> {
         ts,
     )?;
     put(&mut hive, &loader, element::LOCALE, locale.clone(), ts)?;
-    if !has(&hive, &loader, element::INHERIT) {
-        put(
-            &mut hive,
-            &loader,
-            element::INHERIT,
-            ObjectList(vec![GUID_BOOTLOADERSETTINGS]),
-            ts,
-        )?;
-    }
+    put_default(
+        &mut hive,
+        &loader,
+        element::INHERIT,
+        ObjectList(vec![GUID_BOOTLOADERSETTINGS]),
+        ts,
+    )?;
     put(
         &mut hive,
         &loader,
@@ -409,15 +407,13 @@ pub fn build_hive(opts: &BuildOptions) -> Result<Hive> {
                 ts,
             )?;
             put(&mut hive, &resume, element::LOCALE, locale.clone(), ts)?;
-            if !has(&hive, &resume, element::INHERIT) {
-                put(
-                    &mut hive,
-                    &resume,
-                    element::INHERIT,
-                    ObjectList(vec![GUID_RESUMELOADERSETTINGS]),
-                    ts,
-                )?;
-            }
+            put_default(
+                &mut hive,
+                &resume,
+                element::INHERIT,
+                ObjectList(vec![GUID_RESUMELOADERSETTINGS]),
+                ts,
+            )?;
             put(&mut hive, &resume, element::RESUME_FILEDEVICE, w, ts)?;
             put(
                 &mut hive,
@@ -466,15 +462,13 @@ pub fn build_hive(opts: &BuildOptions) -> Result<Hive> {
                 String(MEMTEST_PATH.into()),
                 ts,
             )?;
-            if !has(&hive, &m, element::DESCRIPTION) {
-                put(
-                    &mut hive,
-                    &m,
-                    element::DESCRIPTION,
-                    String("Windows Memory Diagnostic".into()),
-                    ts,
-                )?;
-            }
+            put_default(
+                &mut hive,
+                &m,
+                element::DESCRIPTION,
+                String("Windows Memory Diagnostic".into()),
+                ts,
+            )?;
             put(&mut hive, &m, element::LOCALE, locale, ts)?;
             put(
                 &mut hive,
