@@ -1,6 +1,6 @@
 //! Checksums: CRC-32 (IEEE 802.3, reflected, as GPT headers use: UEFI 2.10 section 5.3.2)
 //! and CRC-32C (Castagnoli, as VHDX headers, region tables and log entries use: MS-VHDX
-//! section 2.2.2.1).
+//! section 2.2.2.1), and SHA-256 of files (FIPS 180-4) for input pinning and reports.
 
 /// CRC-32 (polynomial 0x04C11DB7 reflected), the GPT header and entry-array checksum.
 pub fn crc32(data: &[u8]) -> u32 {
@@ -18,6 +18,32 @@ pub fn crc32c_with_zeroed_field(data: &[u8], field: usize) -> u32 {
     let c = crc32c::crc32c(&data[..field]);
     let c = crc32c::crc32c_append(c, &[0u8; 4]);
     crc32c::crc32c_append(c, &data[field + 4..])
+}
+
+/// SHA-256 of a file as lowercase hex, with its length; `progress` is told each block read.
+pub fn sha256_file(
+    path: &std::path::Path,
+    progress: &dyn Fn(u64),
+) -> std::io::Result<(u64, String)> {
+    use sha2::Digest;
+    use std::io::Read;
+    let named =
+        |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let mut f = std::fs::File::open(path).map_err(named)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf).map_err(named)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+        progress(k as u64);
+    }
+    let hex = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok((n, hex))
 }
 
 #[cfg(test)]

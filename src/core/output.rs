@@ -23,15 +23,7 @@ impl PendingOutput {
     /// Reserve `dest`: refuse an existing file unless `force`, create the temporary file
     /// `.<name>.nanoforge-partial` beside it, and return it opened for writing.
     pub fn create(dest: &Path, force: bool) -> io::Result<(PendingOutput, File)> {
-        if dest.exists() && !force {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!(
-                    "{} already exists; pass --force to replace it",
-                    dest.display()
-                ),
-            ));
-        }
+        check_dest(dest, force)?;
         if dest.is_dir() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -117,6 +109,21 @@ fn lock() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
 
 fn forget(p: &Path) {
     lock().retain(|x| x != p);
+}
+
+/// Refuse an existing `dest` unless `force`: commands call it before long work, so the
+/// refusal comes first, and [`PendingOutput::create`] calls it again.
+pub fn check_dest(dest: &Path, force: bool) -> io::Result<()> {
+    if dest.exists() && !force {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} already exists; pass --force to replace it",
+                dest.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A temporary folder (scratch work, or an output folder being filled) removed with its

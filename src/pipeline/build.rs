@@ -28,8 +28,7 @@ use crate::servicing::resolve::{self, Part};
 use crate::tree::wim as tree_wim;
 use crate::tree::{Content, Meta, Tree};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -208,23 +207,7 @@ pub struct BuildRequest<'a> {
 }
 
 fn sha256_file(path: &Path, progress: &dyn Progress) -> io::Result<(u64, String)> {
-    let mut f = std::fs::File::open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = f
-            .read(&mut buf)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        n += k as u64;
-        progress.advance(k as u64);
-    }
-    Ok((n, crate::formats::wim::hex(&h.finalize())))
+    crate::core::checksum::sha256_file(path, &|n| progress.advance(n))
 }
 
 /// Choose the image of NanoServer.wim: an index, an edition word (matched against EDITIONID,
@@ -520,15 +503,7 @@ pub fn plan(req: &BuildRequest) -> io::Result<Plan> {
     let c = req.config;
     let p = req.progress;
     let kind = OutputKind::from_path(&req.output)?;
-    if !req.force && req.output.exists() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!(
-                "{} exists; pass --force to replace it",
-                req.output.display()
-            ),
-        ));
-    }
+    crate::core::output::check_dest(&req.output, req.force)?;
     let filetime = unix_to_filetime(req.time);
     let mut notes = Vec::new();
     if kind == OutputKind::Vhd {
@@ -662,31 +637,27 @@ pub fn plan(req: &BuildRequest) -> io::Result<Plan> {
     }
 
     // Hash every input (folders: every file below them).
-    let mut files: Vec<(String, PathBuf)> = Vec::new();
-    for (role, path) in inputs.iter().chain(
-        copies
-            .iter()
-            .map(|(s, _)| ("copied".to_string(), s.clone()))
-            .collect::<Vec<_>>()
-            .iter(),
-    ) {
-        let md = std::fs::metadata(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{role} {}: {e}", path.display())))?;
+    for (src, _) in &copies {
+        inputs.push(("copied".into(), src.clone()));
+    }
+    let mut files: Vec<(String, PathBuf, u64)> = Vec::new();
+    for (role, path) in &inputs {
+        let named =
+            |e: io::Error| io::Error::new(e.kind(), format!("{role} {}: {e}", path.display()));
+        let md = std::fs::metadata(path).map_err(named)?;
         if md.is_dir() {
-            for f in walk_files(path)? {
-                files.push((role.clone(), f));
+            for rel in media::all_files(path).map_err(io::Error::from)? {
+                let f = path.join(rel);
+                let len = std::fs::metadata(&f).map_err(named)?.len();
+                files.push((role.clone(), f, len));
             }
         } else {
-            files.push((role.clone(), path.clone()));
+            files.push((role.clone(), path.clone(), md.len()));
         }
     }
-    let total: u64 = files
-        .iter()
-        .map(|(_, f)| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
-        .sum();
-    p.phase("hashing", total);
+    p.phase("hashing", files.iter().map(|(_, _, len)| len).sum());
     let mut hashed = Vec::new();
-    for (role, f) in &files {
+    for (role, f, _) in &files {
         let (bytes, sha256) = sha256_file(f, p)?;
         let shown = shown_path(f, demo.as_ref().map(|d| d.path()));
         hashed.push(InputFile {
@@ -871,16 +842,10 @@ pub fn plan(req: &BuildRequest) -> io::Result<Plan> {
                 force: req.force,
                 progress: Default::default(),
             };
-            let mut bopts_err = None;
             let mut bopts =
                 bcd::BuildOptions::new(Device::Boot, Device::Boot, &seed_bytes, filetime);
             bopts.test_signing = host_report.test_signing;
-            if let Err(e) = boot_settings(c, &mut bopts) {
-                bopts_err = Some(e);
-            }
-            if let Some(e) = bopts_err {
-                return Err(e);
-            }
+            boot_settings(c, &mut bopts)?;
             let esp = |layout: &GptLayout, t: Option<&Tree>| {
                 let part = |r: Role| Device::GptPartition {
                     disk: layout.disk_guid,
@@ -954,27 +919,6 @@ fn shown_path(p: &Path, demo: Option<&Path>) -> String {
         Some(rel) => format!("demo:{}", rel.display()),
         None => p.display().to_string(),
     }
-}
-
-fn walk_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(&d)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", d.display())))?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<io::Result<_>>()?;
-        entries.sort();
-        for e in entries {
-            if e.is_dir() {
-                stack.push(e);
-            } else {
-                out.push(e);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// Write the planned output and its report; returns the output's size and SHA-256.

@@ -5,7 +5,6 @@
 //! with `--language` otherwise). Names match case-insensitively because the media comes from
 //! a case-insensitive file system.
 
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Largest lock file accepted: one line per input file, far above any real media.
@@ -141,7 +140,7 @@ impl Media {
 }
 
 /// Every regular file under `root`, as sorted `/`-separated relative paths.
-fn all_files(root: &Path) -> Result<Vec<String>, Error> {
+pub(crate) fn all_files(root: &Path) -> Result<Vec<String>, Error> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -164,10 +163,9 @@ fn all_files(root: &Path) -> Result<Vec<String>, Error> {
 }
 
 fn sha256_file(path: &Path) -> Result<String, Error> {
-    let mut f = std::fs::File::open(path).map_err(io(path))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(io(path))?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    crate::core::checksum::sha256_file(path, &|_| {})
+        .map(|(_, hex)| hex)
+        .map_err(io(path))
 }
 
 /// The lock text for every file under `root`: one `sha256 <hex> <path>` line per file, sorted.
