@@ -681,4 +681,46 @@ fn kvm_guest_gets_its_driver_folder_injected() {
         .map(|x| x["inf"].as_str().unwrap())
         .collect();
     assert!(infs.contains(&"vstor.inf"), "{infs:?}");
+    // The template's EMS settings reach the BCD store on the ESP (read back through mtools).
+    let esp_first: u64 = {
+        let info = run_ok(tool("sgdisk").arg("-i1").arg(d.join("kvm.img")));
+        let l = info
+            .lines()
+            .find(|l| l.starts_with("First sector"))
+            .unwrap();
+        l.split(':')
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let bcd = d.join("BCD");
+    run_ok(
+        tool("mcopy")
+            .arg("-i")
+            .arg(format!(
+                "{}@@{}",
+                d.join("kvm.img").display(),
+                esp_first * 512
+            ))
+            .arg("::/EFI/Microsoft/Boot/BCD")
+            .arg(&bcd),
+    );
+    let export = run_ok(tool("hivexregedit").arg("--export").arg(&bcd).arg("\\"));
+    // EMS port (element 0x15000022) = 1 and baud rate (0x15000023) = 115200 (0x1c200).
+    for (element, value) in [
+        ("15000022", "01,00,00,00,00,00,00,00"),
+        ("15000023", "00,c2,01,00,00,00,00,00"),
+    ] {
+        let at = export
+            .find(&format!("\\Elements\\{element}]"))
+            .unwrap_or_else(|| panic!("no element {element} in the BCD store"));
+        assert!(
+            export[at..].lines().nth(1).unwrap().contains(value),
+            "{element}"
+        );
+    }
 }
