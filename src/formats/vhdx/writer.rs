@@ -20,6 +20,7 @@
 use super::layout::*;
 use super::{io_err, Error};
 use crate::core::block::{check_range, is_zero, WriteAt};
+use crate::core::sink::{FileSink, Mode};
 use crate::core::Guid;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -35,11 +36,6 @@ const METADATA_LENGTH: u32 = MIB as u32;
 /// Metadata items start after the 64 KiB table (2.6.1).
 const METADATA_ITEMS_OFFSET: u32 = 64 * 1024;
 const BAT_OFFSET: u64 = METADATA_OFFSET + METADATA_LENGTH as u64;
-/// Contiguous writes are gathered up to this size before one `pwrite`, so callers writing
-/// 4 KiB clusters do not cost a syscall each.
-const PENDING_MAX: usize = 8 << 20;
-/// Writes at least this large go straight to the file, saving a copy.
-const DIRECT_MIN: usize = 1 << 20;
 /// The BAT is written in pieces of this many bytes.
 const BAT_CHUNK: u64 = MIB;
 /// Creator string in the file identifier (2.2.1); informational only.
@@ -121,7 +117,9 @@ impl VhdxOptions {
 
 /// A VHDX being written. Call [`WriteAt::finish`] to write the BAT and sync.
 pub struct VhdxWriter {
-    file: File,
+    /// Payload and BAT writes go through a write-behind sink (contiguous writes gathered,
+    /// so callers writing 4 KiB clusters do not cost a syscall each).
+    out: FileSink,
     fixed: bool,
     geometry: Geometry,
     /// First byte after the BAT region: where payload blocks begin.
@@ -133,15 +131,17 @@ pub struct VhdxWriter {
     touched: Vec<u64>,
     /// Dynamic: where the next allocated block goes.
     next_free: u64,
-    /// Contiguous bytes waiting for one write at `pending_offset`.
-    pending: Vec<u8>,
-    pending_offset: u64,
 }
 
 impl VhdxWriter {
     /// Write the header section and metadata to `file` (which should be empty) and return a
     /// writer ready for payload writes.
     pub fn create(file: File, opts: &VhdxOptions) -> Result<VhdxWriter, Error> {
+        Self::create_with(file, opts, Mode::Direct)
+    }
+
+    /// [`VhdxWriter::create`], writing the payload as `mode` says.
+    pub fn create_with(file: File, opts: &VhdxOptions, mode: Mode) -> Result<VhdxWriter, Error> {
         opts.validate()?;
         let geometry = Geometry::new(opts.virtual_size, opts.block_size, opts.logical_sector_size);
         // At most (64 TiB / 1 MiB) * 8 bytes plus bitmap entries: about 513 MiB, fits a u32.
@@ -196,42 +196,14 @@ impl VhdxWriter {
         };
         file.set_len(end).map_err(io_err("sizing the file"))?;
         Ok(VhdxWriter {
-            file,
+            out: FileSink::new(file, mode).map_err(io_err("starting the writer"))?,
             fixed: opts.fixed,
             geometry,
             data_offset,
             blocks: BTreeMap::new(),
             touched: Vec::new(),
             next_free: data_offset,
-            pending: Vec::new(),
-            pending_offset: 0,
         })
-    }
-
-    /// Queue `data` for file offset `at`, merging with the pending run when contiguous.
-    fn put(&mut self, at: u64, data: &[u8]) -> io::Result<()> {
-        if !self.pending.is_empty()
-            && self.pending_offset + self.pending.len() as u64 == at
-            && self.pending.len() + data.len() <= PENDING_MAX
-        {
-            self.pending.extend_from_slice(data);
-            return Ok(());
-        }
-        self.flush_pending()?;
-        if data.len() >= DIRECT_MIN {
-            return self.file.write_all_at(data, at);
-        }
-        self.pending_offset = at;
-        self.pending.extend_from_slice(data);
-        Ok(())
-    }
-
-    fn flush_pending(&mut self) -> io::Result<()> {
-        if !self.pending.is_empty() {
-            self.file.write_all_at(&self.pending, self.pending_offset)?;
-            self.pending.clear();
-        }
-        Ok(())
     }
 
     /// Whether block `block` has been written (dynamic: allocated).
@@ -265,7 +237,7 @@ impl VhdxWriter {
         at
     }
 
-    fn write_bat(&self) -> io::Result<()> {
+    fn write_bat(&self, file: &File) -> io::Result<()> {
         let g = &self.geometry;
         let mut buf = vec![0u8; BAT_CHUNK as usize];
         let entries_per_chunk = BAT_CHUNK / 8;
@@ -287,8 +259,7 @@ impl VhdxWriter {
                             .copy_from_slice(&entry.to_le_bytes());
                     }
                 }
-                self.file
-                    .write_all_at(&buf[..n as usize * 8], BAT_OFFSET + index * 8)?;
+                file.write_all_at(&buf[..n as usize * 8], BAT_OFFSET + index * 8)?;
                 index += n;
             }
             return Ok(());
@@ -301,8 +272,7 @@ impl VhdxWriter {
             let chunk = index / entries_per_chunk;
             if current != Some(chunk) {
                 if let Some(c) = current {
-                    self.file
-                        .write_all_at(&buf[lo..hi], BAT_OFFSET + c * BAT_CHUNK + lo as u64)?;
+                    file.write_all_at(&buf[lo..hi], BAT_OFFSET + c * BAT_CHUNK + lo as u64)?;
                     buf.fill(0);
                 }
                 current = Some(chunk);
@@ -315,8 +285,7 @@ impl VhdxWriter {
             hi = hi.max(within + 8);
         }
         if let Some(c) = current {
-            self.file
-                .write_all_at(&buf[lo..hi], BAT_OFFSET + c * BAT_CHUNK + lo as u64)?;
+            file.write_all_at(&buf[lo..hi], BAT_OFFSET + c * BAT_CHUNK + lo as u64)?;
         }
         Ok(())
     }
@@ -387,7 +356,7 @@ impl WriteAt for VhdxWriter {
             // Zeros into a block never written cost nothing: it already reads as zeros.
             if self.is_allocated(block) || !is_zero(piece) {
                 let at = self.block_offset(block) + within;
-                self.put(at, piece)?;
+                self.out.write_at(at, piece)?;
             }
             done += n;
         }
@@ -395,12 +364,13 @@ impl WriteAt for VhdxWriter {
     }
 
     fn finish(mut self: Box<Self>) -> io::Result<()> {
-        self.flush_pending()?;
-        self.write_bat()?;
+        self.out.finish()?;
+        let file = self.out.file();
+        self.write_bat(file)?;
         if !self.fixed {
-            self.file.set_len(self.next_free)?;
+            file.set_len(self.next_free)?;
         }
-        self.file.sync_all()
+        file.sync_all()
     }
 }
 
