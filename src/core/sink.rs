@@ -38,29 +38,40 @@ pub enum Mode {
 }
 
 /// A heap buffer whose usable part starts on an [`ALIGN`] boundary.
-struct AlignedBuf {
+pub(crate) struct AlignedBuf {
     mem: Vec<u8>,
     start: usize,
+    len: usize,
 }
 
 impl AlignedBuf {
     fn new() -> AlignedBuf {
-        let mem = vec![0u8; RUN_BYTES + ALIGN];
+        Self::with_len(RUN_BYTES)
+    }
+
+    /// A zeroed buffer of `len` usable bytes.
+    pub(crate) fn with_len(len: usize) -> AlignedBuf {
+        let mem = vec![0u8; len + ALIGN];
         // `align_offset` may report usize::MAX when it cannot tell; start at 0 then (the
         // buffer is still correct, only direct writes of it fall back to buffered).
         let start = match mem.as_ptr().align_offset(ALIGN) {
             n if n < ALIGN => n,
             _ => 0,
         };
-        AlignedBuf { mem, start }
+        AlignedBuf { mem, start, len }
     }
 
-    fn slice(&self, len: usize) -> &[u8] {
+    pub(crate) fn slice(&self, len: usize) -> &[u8] {
         &self.mem[self.start..self.start + len]
     }
 
-    fn slice_mut(&mut self) -> &mut [u8] {
-        &mut self.mem[self.start..self.start + RUN_BYTES]
+    pub(crate) fn slice_mut(&mut self) -> &mut [u8] {
+        &mut self.mem[self.start..self.start + self.len]
+    }
+
+    /// Whether the usable part really starts on an [`ALIGN`] boundary.
+    pub(crate) fn is_aligned(&self) -> bool {
+        self.mem[self.start..].as_ptr().align_offset(ALIGN) == 0
     }
 }
 
@@ -215,6 +226,23 @@ fn stopped() -> io::Error {
     io::Error::other("image writer thread stopped unexpectedly")
 }
 
+/// `path` opened for reading with `O_DIRECT`, or None when the system refuses it.
+pub(crate) fn open_direct_read(path: &std::path::Path) -> Option<File> {
+    use rustix::fs::{Mode as FileMode, OFlags};
+    rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECT | OFlags::CLOEXEC,
+        FileMode::empty(),
+    )
+    .ok()
+    .map(File::from)
+}
+
+/// Whether an I/O error is the EINVAL `O_DIRECT` gives for a request it cannot serve.
+pub(crate) fn is_direct_refusal(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error())
+}
+
 /// A second, `O_DIRECT` descriptor for the same file, or None when the system refuses one.
 fn open_direct(file: &File) -> Option<File> {
     use rustix::fs::{Mode as FileMode, OFlags};
@@ -248,8 +276,7 @@ fn write_runs(
 
 fn write_run(plain: &File, direct: &mut Option<File>, run: &Run) -> io::Result<()> {
     let data = run.buf.slice(run.len);
-    let aligned_mem = run.buf.start < ALIGN && run.buf.mem.as_ptr().align_offset(ALIGN) < ALIGN;
-    let Some(d) = direct.as_ref().filter(|_| aligned_mem) else {
+    let Some(d) = direct.as_ref().filter(|_| run.buf.is_aligned()) else {
         return plain.write_all_at(data, run.at);
     };
     // The head up to the first aligned offset and the tail after the last one go through
@@ -268,7 +295,7 @@ fn write_run(plain: &File, direct: &mut Option<File>, run: &Run) -> io::Result<(
     if mid > 0 {
         match d.write_all_at(&data[..mid], run.at) {
             Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+            Err(e) if is_direct_refusal(&e) => {
                 // The filesystem accepted the open but not the write: go buffered for good.
                 *direct = None;
                 return plain.write_all_at(data, run.at);

@@ -964,7 +964,8 @@ pub fn write(plan: &Plan, progress: &dyn Progress) -> io::Result<(u64, String)> 
         }
     }
     progress.phase("report", 0);
-    let (bytes, sha) = sha256_file(&plan.output, &Silent)?;
+    // Written with O_DIRECT, so not in the page cache: read it back the same way.
+    let (bytes, sha) = crate::core::checksum::sha256_file_uncached(&plan.output, &|_| {})?;
     let report = Report {
         plan,
         output_bytes: bytes,
