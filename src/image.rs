@@ -76,6 +76,8 @@ pub struct ContainerOptions {
     pub seed: Vec<u8>,
     /// Build time, Unix seconds (the VHD footer carries a timestamp).
     pub time: i64,
+    /// Compute the output's SHA-256 while writing where the container allows (VHDX).
+    pub digest: bool,
 }
 
 /// Seconds between 1970-01-01 and 2000-01-01, the VHD timestamp epoch.
@@ -91,7 +93,12 @@ pub fn create_writer(file: File, o: &ContainerOptions) -> io::Result<Box<dyn Wri
             if let Some(b) = o.block_size {
                 opts.block_size = b;
             }
-            Box::new(vhdx::VhdxWriter::create(file, &opts)?)
+            Box::new(vhdx::VhdxWriter::create_with(
+                file,
+                &opts,
+                crate::core::sink::Mode::Direct,
+                o.digest,
+            )?)
         }
         ImageFormat::Vhd => {
             if o.logical_sector_size != 512 {

@@ -75,6 +75,15 @@ fn hexdump_bytes(out: &str, begin: &str, end: &str) -> Vec<u8> {
     bytes
 }
 
+/// `sha256sum` of a file, as lowercase hex.
+fn sha256sum(p: &Path) -> String {
+    let out = run_ok(tool("sha256sum").arg(p));
+    out.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn between<'a>(out: &'a str, begin: &str, end: &str) -> &'a str {
     let start = out
         .find(begin)
@@ -107,6 +116,11 @@ fn demo_container_host_boots_with_everything_installed() {
     );
     let report: serde_json::Value =
         serde_json::from_slice(&read(&d.join("host.vhdx.report.json"))).unwrap();
+    // The output digest the writer computed on the way equals coreutils' over the file.
+    assert_eq!(
+        report["output_sha256"].as_str().unwrap(),
+        sha256sum(&d.join("host.vhdx"))
+    );
     let out = common::boot::boot(&d.join("host.vhdx"), "vhdx", d);
     assert!(
         out.contains("NANOFORGE DEMO BOOT MANAGER STAND-IN"),
@@ -466,6 +480,12 @@ fn docker_tarball_first_boot_setup_and_secrets() {
     let dry = build(d, &[&args[..], &["--dry-run", "--json"]].concat());
     assert!(dry.status.success());
     let report = String::from_utf8(read(&d.join("host.img.report.json"))).unwrap();
+    // A raw output is hashed by reading it back: the same digest as coreutils'.
+    let json: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(
+        json["output_sha256"].as_str().unwrap(),
+        sha256sum(&d.join("host.img"))
+    );
     for text in [
         report.as_str(),
         &String::from_utf8_lossy(&o.stdout),

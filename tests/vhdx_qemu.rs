@@ -342,6 +342,52 @@ fn qemu_made_vhdx_reads_back_equal_to_its_source() {
     }
 }
 
+/// Ranges reserved up front put the BAT out first, so an ascending writer gets the file's
+/// SHA-256 from the writer (equal to coreutils' `sha256sum`); a write outside them still
+/// lands (qemu-img reads what was written) but the writer then cannot vouch for a digest.
+#[test]
+fn reserved_ranges_give_the_file_digest_on_the_way() {
+    let dir = tempdir();
+    let size = 96 * MIB;
+    let inside = vec![
+        (0, pattern(1, 4096)),
+        (3 * MIB + 512, pattern(2, 2 * MIB as usize)),
+        (6 * MIB, vec![0u8; MIB as usize]),
+        (9 * MIB + 4096, pattern(3, 5000)),
+        (size - 512, pattern(4, 512)),
+    ];
+    let reserve = [0..4096, 3 * MIB..10 * MIB, size - 512..size];
+    let outside = (40 * MIB, pattern(5, 7000));
+    for (name, extra) in [("in.vhdx", None), ("out.vhdx", Some(&outside))] {
+        let p = dir.path().join(name);
+        let mut opts = VhdxOptions::new(size, b"digest");
+        opts.block_size = MIB as u32;
+        let f = File::create(&p).unwrap();
+        let mut w: Box<dyn WriteAt> = Box::new(
+            VhdxWriter::create_with(f, &opts, nanoforge::core::sink::Mode::Direct, true).unwrap(),
+        );
+        w.reserve(&reserve).unwrap();
+        let mut writes = inside.clone();
+        if let Some(e) = extra {
+            writes.insert(4, e.clone());
+        }
+        for (at, data) in &writes {
+            w.write_at(*at, data).unwrap();
+        }
+        let digest = w.finish_digest().unwrap();
+        qemu_check(&p);
+        let raw = qemu_to_raw(&p, &dir.path().join("raw"));
+        assert_same(name, &raw, &expected_raw(size, &writes));
+        let sum = run_ok(tool("sha256sum").arg(&p));
+        let want = sum.split_whitespace().next().unwrap().to_string();
+        let got = digest.map(|d| d.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        match extra {
+            None => assert_eq!(got.as_deref(), Some(want.as_str()), "{name}"),
+            Some(_) => assert_eq!(got, None, "{name}: a write outside the reserve"),
+        }
+    }
+}
+
 #[test]
 fn identical_writes_give_identical_files() {
     let dir = tempdir();

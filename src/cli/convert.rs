@@ -87,6 +87,7 @@ pub fn run(a: ConvertArgs, quiet: bool) -> anyhow::Result<()> {
             block_size,
             seed,
             time: build_epoch()?,
+            digest: false,
         },
     )
     .with_context(|| format!("{}", a.output.display()))?;

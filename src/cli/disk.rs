@@ -147,6 +147,7 @@ fn create(a: CreateArgs, quiet: bool) -> anyhow::Result<()> {
         time: build_epoch()?,
         force: a.force,
         progress: Default::default(),
+        digest: false,
     };
     let plan = disk::plan(&req)?;
     if a.dry_run {

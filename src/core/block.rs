@@ -29,6 +29,17 @@ pub trait WriteAt {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Write all remaining metadata and flush to stable storage.
     fn finish(self: Box<Self>) -> io::Result<()>;
+    /// The virtual ranges about to be written, ascending, given before the first write: a
+    /// container may lay out its allocation for them up front. Writes outside them still
+    /// work, only less efficiently.
+    fn reserve(&mut self, _ranges: &[Range<u64>]) -> io::Result<()> {
+        Ok(())
+    }
+    /// [`WriteAt::finish`], also returning the SHA-256 of the whole file when the writer
+    /// could compute it on the way; None means the caller has to read the file back.
+    fn finish_digest(self: Box<Self>) -> io::Result<Option<[u8; 32]>> {
+        self.finish().map(|()| None)
+    }
 }
 
 /// Check that `len` bytes at `offset` lie inside a disk of `size` bytes.

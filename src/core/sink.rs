@@ -10,9 +10,14 @@
 //! EINVAL), go through the ordinary descriptor. Linux keeps the two views coherent: a
 //! direct write flushes and invalidates cached pages of its range (open(2), NOTES).
 //!
+//! On request the writer thread also computes the SHA-256 of the file as it goes (FIPS
+//! 180-4), which is possible while runs arrive in ascending file order: the bytes between
+//! runs are holes and read as zeros. A run that goes back invalidates it.
+//!
 //! Alignment: 4096 bytes for offsets, lengths and buffer addresses, which satisfies every
 //! logical block size Linux block devices use (512 or 4096).
 
+use sha2::Digest;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -89,7 +94,9 @@ pub struct FileSink {
     to_writer: Option<SyncSender<Run>>,
     /// Buffers the writer thread hands back, and the error that stopped it.
     from_writer: Receiver<io::Result<AlignedBuf>>,
-    worker: Option<JoinHandle<()>>,
+    worker: Option<JoinHandle<Option<RunDigest>>>,
+    /// The writer thread's digest once it has stopped.
+    digest: Option<RunDigest>,
     /// The run being gathered.
     cur: Option<Run>,
     /// Runs handed to the writer thread and not yet returned.
@@ -102,6 +109,17 @@ pub struct FileSink {
 impl FileSink {
     /// A sink over `file` (opened for writing), writing as `mode` says.
     pub fn new(file: File, mode: Mode) -> io::Result<FileSink> {
+        Self::start(file, mode, false)
+    }
+
+    /// [`FileSink::new`] for an empty file, also hashing the file as it is written (see
+    /// [`FileSink::finish_digest`]).
+    pub fn with_digest(file: File, mode: Mode) -> io::Result<FileSink> {
+        Self::start(file, mode, true)
+    }
+
+    fn start(file: File, mode: Mode, digest: bool) -> io::Result<FileSink> {
+        let digest = digest.then(RunDigest::default);
         let direct = match mode {
             Mode::Direct => open_direct(&file),
             Mode::Buffered => None,
@@ -111,12 +129,13 @@ impl FileSink {
         let (back, from_writer) = mpsc::channel();
         let worker = std::thread::Builder::new()
             .name("image-writer".into())
-            .spawn(move || write_runs(plain, direct, runs, back))?;
+            .spawn(move || write_runs(plain, direct, runs, back, digest))?;
         Ok(FileSink {
             file,
             to_writer: Some(to_writer),
             from_writer,
             worker: Some(worker),
+            digest: None,
             cur: None,
             in_flight: 0,
             made: 0,
@@ -170,6 +189,13 @@ impl FileSink {
         Ok(())
     }
 
+    /// [`FileSink::finish`], then the SHA-256 of the file once it is `file_len` bytes long,
+    /// when every write came in ascending order (and the sink was made to hash).
+    pub fn finish_digest(&mut self, file_len: u64) -> io::Result<Option<[u8; 32]>> {
+        self.finish()?;
+        Ok(self.digest.take().and_then(|d| d.finalize(file_len)))
+    }
+
     fn submit(&mut self) -> io::Result<()> {
         let Some(run) = self.cur.take() else {
             return Ok(());
@@ -211,7 +237,7 @@ impl FileSink {
     fn stop(&mut self) {
         self.to_writer = None;
         if let Some(w) = self.worker.take() {
-            let _ = w.join();
+            self.digest = w.join().ok().flatten();
         }
     }
 }
@@ -258,20 +284,62 @@ fn open_direct(file: &File) -> Option<File> {
     .map(File::from)
 }
 
+/// SHA-256 of a file written in ascending order: `upto` bytes hashed so far.
+#[derive(Default)]
+struct RunDigest {
+    h: sha2::Sha256,
+    upto: u64,
+    broken: bool,
+}
+
+impl RunDigest {
+    fn add(&mut self, at: u64, data: &[u8]) {
+        if self.broken || at < self.upto {
+            self.broken = true;
+            return;
+        }
+        self.zeros_to(at);
+        self.h.update(data);
+        self.upto += data.len() as u64;
+    }
+
+    fn zeros_to(&mut self, end: u64) {
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        while self.upto < end {
+            let n = (end - self.upto).min(ZEROS.len() as u64);
+            self.h.update(&ZEROS[..n as usize]);
+            self.upto += n;
+        }
+    }
+
+    fn finalize(mut self, file_len: u64) -> Option<[u8; 32]> {
+        if self.broken || file_len < self.upto {
+            return None;
+        }
+        self.zeros_to(file_len);
+        Some(self.h.finalize().into())
+    }
+}
+
 /// The writer thread: write each run, hand its buffer back, stop at the first error.
 fn write_runs(
     plain: File,
     mut direct: Option<File>,
     runs: Receiver<Run>,
     back: mpsc::Sender<io::Result<AlignedBuf>>,
-) {
+    mut digest: Option<RunDigest>,
+) -> Option<RunDigest> {
     for run in runs {
         let r = write_run(&plain, &mut direct, &run);
+        if let Some(d) = digest.as_mut() {
+            d.add(run.at, run.buf.slice(run.len));
+        }
         let failed = r.is_err();
         if back.send(r.map(|_| run.buf)).is_err() || failed {
-            return;
+            return None;
         }
     }
+    digest
 }
 
 fn write_run(plain: &File, direct: &mut Option<File>, run: &Run) -> io::Result<()> {
@@ -361,6 +429,44 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         check(Mode::Direct, &dir);
         check(Mode::Buffered, &dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_digest_covers_holes_and_refuses_writes_that_go_back() {
+        let dir = std::env::temp_dir().join(format!("nf-sink-d-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let open = |name: &str| {
+            File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(dir.join(name))
+                .unwrap()
+        };
+        let mut s = FileSink::with_digest(open("a"), Mode::Direct).unwrap();
+        s.write_at(5000, &[1u8; 3 << 20]).unwrap();
+        s.write_at(20 << 20, &[2u8; 100]).unwrap();
+        let got = s
+            .finish_digest(30 << 20)
+            .unwrap()
+            .expect("ascending writes hash");
+        s.file().set_len(30 << 20).unwrap();
+        let want: [u8; 32] = sha2::Sha256::digest(std::fs::read(dir.join("a")).unwrap()).into();
+        assert_eq!(got, want);
+
+        let mut s = FileSink::with_digest(open("b"), Mode::Buffered).unwrap();
+        s.write_at(9 << 20, &[1u8; 10]).unwrap();
+        s.write_at(0, &[1u8; 10]).unwrap();
+        assert_eq!(
+            s.finish_digest(10 << 20).unwrap(),
+            None,
+            "a write went back"
+        );
+        let mut s = FileSink::new(open("c"), Mode::Buffered).unwrap();
+        s.write_at(0, &[1u8; 10]).unwrap();
+        assert_eq!(s.finish_digest(10).unwrap(), None, "not asked to hash");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -841,6 +841,8 @@ pub fn plan(req: &BuildRequest) -> io::Result<Plan> {
                 time: req.time,
                 force: req.force,
                 progress: Default::default(),
+                // The report carries the output's SHA-256.
+                digest: true,
             };
             let mut bopts =
                 bcd::BuildOptions::new(Device::Boot, Device::Boot, &seed_bytes, filetime);
@@ -924,12 +926,14 @@ fn shown_path(p: &Path, demo: Option<&Path>) -> String {
 /// Write the planned output and its report; returns the output's size and SHA-256.
 pub fn write(plan: &Plan, progress: &dyn Progress) -> io::Result<(u64, String)> {
     let report_path = report_path(&plan.output);
-    match (&plan.disk, &plan.request) {
+    // The output's SHA-256 when the writer computed it on the way, and whether the file
+    // went to disk past the page cache.
+    let (digest, uncached) = match (&plan.disk, &plan.request) {
         (Some(dp), Some(dreq)) => {
             progress.phase("writing", plan.volume_data_bytes);
             let mut dreq = dreq.clone();
             dreq.progress = progress.hook();
-            disk::write(dp, &dreq)?;
+            (disk::write(dp, &dreq)?, true)
         }
         _ => {
             let tree = plan.tree.as_ref().expect("a WIM build keeps its tree");
@@ -961,11 +965,18 @@ pub fn write(plan: &Plan, progress: &dyn Progress) -> io::Result<(u64, String)> 
             file.sync_all()?;
             drop(file);
             pending.commit()?;
+            (None, false)
         }
-    }
+    };
     progress.phase("report", 0);
-    // Written with O_DIRECT, so not in the page cache: read it back the same way.
-    let (bytes, sha) = crate::core::checksum::sha256_file_uncached(&plan.output, &|_| {})?;
+    let (bytes, sha) = match digest {
+        Some(d) => (
+            std::fs::metadata(&plan.output)?.len(),
+            d.iter().map(|b| format!("{b:02x}")).collect(),
+        ),
+        None if uncached => crate::core::checksum::sha256_file_uncached(&plan.output, &|_| {})?,
+        None => sha256_file(&plan.output, &Silent)?,
+    };
     let report = Report {
         plan,
         output_bytes: bytes,

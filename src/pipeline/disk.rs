@@ -2,6 +2,7 @@
 //! MSR and a Windows partition, in a VHDX, VHD or raw container.
 
 use crate::containers::{self, StoreEntry};
+use crate::core::block::ReadAt;
 use crate::core::guid::Guid;
 use crate::core::output::PendingOutput;
 use crate::core::time::unix_to_filetime;
@@ -17,6 +18,7 @@ use crate::pipeline::seed::{self, SeedBuilder};
 use crate::tree::wim::{self as tree_wim, WimApplyReport};
 use crate::tree::{Meta, Tree};
 use std::io;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -47,6 +49,8 @@ pub struct DiskRequest {
     pub force: bool,
     /// Told the bytes of each file written into the Windows volume.
     pub progress: ntfs::ProgressHook,
+    /// Compute the output's SHA-256 while writing where the container allows.
+    pub digest: bool,
 }
 
 /// What was planned (and, after `write`, written).
@@ -329,7 +333,9 @@ fn esp_volume_id(seed: &[u8]) -> u32 {
 }
 
 /// Write the planned disk to a temporary file and rename it into place.
-pub fn write(plan: &DiskPlan, req: &DiskRequest) -> io::Result<()> {
+/// Write the planned disk; returns the output file's SHA-256 when the container could
+/// compute it while writing (VHDX), else None.
+pub fn write(plan: &DiskPlan, req: &DiskRequest) -> io::Result<Option<[u8; 32]>> {
     let esp_part = plan
         .layout
         .partition(Role::Esp)
@@ -357,22 +363,48 @@ pub fn write(plan: &DiskPlan, req: &DiskRequest) -> io::Result<()> {
             block_size: req.block_size,
             seed: plan.seed_bytes.clone(),
             time: req.time,
+            digest: req.digest,
         },
     )?;
-    // Write in ascending offset order: primary GPT, ESP, then the backup GPT at the end.
+    let volume = match &plan.tree {
+        Some(tree) => {
+            let win = plan
+                .layout
+                .partition(Role::Windows)
+                .expect("the Windows layout has a Windows partition");
+            let mut nopts = ntfs_options(&plan.seed_bytes, win, req, unix_to_filetime(req.time));
+            nopts.progress = req.progress.clone();
+            Some((win.offset(), ntfs::plan_volume(tree, &nopts)?))
+        }
+        None => None,
+    };
+    // Write in ascending offset order: primary GPT, ESP, the Windows volume, then the
+    // backup GPT at the end; the container learns these ranges first.
     let first = esp_part.offset();
+    let boundary = plan.layout.first_usable_lba * plan.layout.sector_size;
+    let gpt_ranges = gpt_mem.data_ranges()?;
+    let mut ranges: Vec<Range<u64>> = gpt_ranges
+        .iter()
+        .filter(|r| r.start < boundary)
+        .cloned()
+        .collect();
+    ranges.extend(
+        esp.data_ranges()?
+            .into_iter()
+            .map(|r| r.start + first..r.end + first),
+    );
+    if let Some((at, v)) = &volume {
+        ranges.extend(v.written_ranges(*at));
+    }
+    ranges.extend(gpt_ranges.iter().filter(|r| r.start >= boundary).cloned());
+    out.reserve(&ranges)?;
     gpt::write_table(&plan.layout, &gpt_mem, TableCopy::Primary, out.as_mut())?;
     fat::place(&esp, out.as_mut(), first)?;
-    if let Some(tree) = &plan.tree {
-        let win = plan
-            .layout
-            .partition(Role::Windows)
-            .expect("the Windows layout has a Windows partition");
-        let mut nopts = ntfs_options(&plan.seed_bytes, win, req, unix_to_filetime(req.time));
-        nopts.progress = req.progress.clone();
-        ntfs::write_volume(tree, &nopts, out.as_mut(), win.offset())?;
+    if let (Some(tree), Some((at, v))) = (&plan.tree, volume) {
+        v.write(tree, out.as_mut(), at)?;
     }
     gpt::write_table(&plan.layout, &gpt_mem, TableCopy::Backup, out.as_mut())?;
-    out.finish()?;
-    pending.commit()
+    let digest = out.finish_digest()?;
+    pending.commit()?;
+    Ok(digest)
 }

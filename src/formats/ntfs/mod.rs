@@ -170,8 +170,48 @@ pub fn write_volume(
     out: &mut dyn WriteAt,
     partition_offset: u64,
 ) -> Result<NtfsReport, Error> {
-    let mut p = plan::Plan::new(tree, opts)?;
-    p.write(tree, out, partition_offset)
+    plan_volume(tree, opts)?.write(tree, out, partition_offset)
+}
+
+/// A volume laid out and ready to write: [`write_volume`] in two steps, for callers that
+/// want to know the ranges it will write first (see [`WriteAt::reserve`]).
+pub struct VolumePlan(plan::Plan);
+
+/// Lay out `tree` as a volume made with `opts` (everything checked, nothing written).
+pub fn plan_volume(tree: &Tree, opts: &NtfsOptions) -> Result<VolumePlan, Error> {
+    plan::Plan::new(tree, opts).map(VolumePlan)
+}
+
+impl VolumePlan {
+    /// The byte ranges of `out` the volume will write when placed at `partition_offset`:
+    /// its planned areas, merged, ascending, and the backup boot sector.
+    pub fn written_ranges(&self, partition_offset: u64) -> Vec<std::ops::Range<u64>> {
+        let p = &self.0;
+        let mut out: Vec<std::ops::Range<u64>> = Vec::new();
+        let backup = p.size - p.sector..p.size;
+        let areas = p
+            .jobs
+            .iter()
+            .map(|j| j.lcn * p.cs..(j.lcn + j.clusters) * p.cs);
+        for r in areas.chain(std::iter::once(backup)) {
+            let r = partition_offset + r.start..partition_offset + r.end;
+            match out.last_mut() {
+                Some(last) if last.end >= r.start => last.end = last.end.max(r.end),
+                _ => out.push(r),
+            }
+        }
+        out
+    }
+
+    /// The single writing pass.
+    pub fn write(
+        mut self,
+        tree: &Tree,
+        out: &mut dyn WriteAt,
+        partition_offset: u64,
+    ) -> Result<NtfsReport, Error> {
+        self.0.write(tree, out, partition_offset)
+    }
 }
 
 /// Plan only: check that `tree` fits a volume made with `opts`, without writing.

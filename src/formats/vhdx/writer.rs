@@ -131,17 +131,30 @@ pub struct VhdxWriter {
     touched: Vec<u64>,
     /// Dynamic: where the next allocated block goes.
     next_free: u64,
+    /// End of the highest payload write so far: the file holds only holes beyond it, so
+    /// zeros written there need not be stored.
+    high_water: u64,
+    /// Blocks the BAT mapped when it was written up front (fixed disks, or dynamic ones
+    /// given [`WriteAt::reserve`]); None when it is written at the end.
+    bat_written: Option<usize>,
 }
 
 impl VhdxWriter {
     /// Write the header section and metadata to `file` (which should be empty) and return a
     /// writer ready for payload writes.
     pub fn create(file: File, opts: &VhdxOptions) -> Result<VhdxWriter, Error> {
-        Self::create_with(file, opts, Mode::Direct)
+        Self::create_with(file, opts, Mode::Direct, false)
     }
 
-    /// [`VhdxWriter::create`], writing the payload as `mode` says.
-    pub fn create_with(file: File, opts: &VhdxOptions, mode: Mode) -> Result<VhdxWriter, Error> {
+    /// [`VhdxWriter::create`], writing the payload as `mode` says, and with `digest` also
+    /// hashing the file on the way for [`WriteAt::finish_digest`] (which needs
+    /// [`WriteAt::reserve`] before the first write and writes in ascending order).
+    pub fn create_with(
+        file: File,
+        opts: &VhdxOptions,
+        mode: Mode,
+        digest: bool,
+    ) -> Result<VhdxWriter, Error> {
         opts.validate()?;
         let geometry = Geometry::new(opts.virtual_size, opts.block_size, opts.logical_sector_size);
         // At most (64 TiB / 1 MiB) * 8 bytes plus bitmap entries: about 513 MiB, fits a u32.
@@ -182,28 +195,56 @@ impl VhdxWriter {
         ]);
         put(&mut head, REGION_TABLE1_OFFSET, &regions);
         put(&mut head, REGION_TABLE2_OFFSET, &regions);
-        // Start from an empty file: stale bytes in the BAT or log region would be read as entries.
+        // Start from an empty file: stale bytes in the BAT or log region would be read as
+        // entries. Everything then goes through the sink in ascending file order (header
+        // section, metadata, the BAT when known up front, payload), so it can hash the file.
         file.set_len(0).map_err(io_err("emptying the file"))?;
-        file.write_all_at(&head, 0)
-            .map_err(io_err("writing the header section"))?;
-        file.write_all_at(&encode_metadata(opts), METADATA_OFFSET)
-            .map_err(io_err("writing the metadata region"))?;
-
         let end = if opts.fixed {
             data_offset + geometry.data_blocks * geometry.block_size
         } else {
             data_offset
         };
         file.set_len(end).map_err(io_err("sizing the file"))?;
-        Ok(VhdxWriter {
-            out: FileSink::new(file, mode).map_err(io_err("starting the writer"))?,
+        let out = if digest {
+            FileSink::with_digest(file, mode)
+        } else {
+            FileSink::new(file, mode)
+        };
+        let mut out = out.map_err(io_err("starting the writer"))?;
+        out.write_at(0, &head)
+            .map_err(io_err("writing the header section"))?;
+        out.write_at(METADATA_OFFSET, &encode_metadata(opts))
+            .map_err(io_err("writing the metadata region"))?;
+        let mut w = VhdxWriter {
+            out,
             fixed: opts.fixed,
             geometry,
             data_offset,
             blocks: BTreeMap::new(),
             touched: Vec::new(),
             next_free: data_offset,
-        })
+            high_water: data_offset,
+            bat_written: None,
+        };
+        if w.fixed {
+            // A fixed disk's BAT does not depend on what is written.
+            w.write_bat_now().map_err(io_err("writing the BAT"))?;
+        }
+        Ok(w)
+    }
+
+    /// Write the BAT as it stands through the sink, and remember how many blocks it maps.
+    fn write_bat_now(&mut self) -> io::Result<()> {
+        let mut pieces = Vec::new();
+        self.encode_bat(&mut |at, b| {
+            pieces.push((at, b.to_vec()));
+            Ok(())
+        })?;
+        for (at, b) in pieces {
+            self.out.write_at(at, &b)?;
+        }
+        self.bat_written = Some(self.blocks.len());
+        Ok(())
     }
 
     /// Whether block `block` has been written (dynamic: allocated).
@@ -237,7 +278,8 @@ impl VhdxWriter {
         at
     }
 
-    fn write_bat(&self, file: &File) -> io::Result<()> {
+    /// The BAT's non-empty pieces as (file offset, bytes), ascending.
+    fn encode_bat(&self, put: &mut dyn FnMut(u64, &[u8]) -> io::Result<()>) -> io::Result<()> {
         let g = &self.geometry;
         let mut buf = vec![0u8; BAT_CHUNK as usize];
         let entries_per_chunk = BAT_CHUNK / 8;
@@ -259,7 +301,7 @@ impl VhdxWriter {
                             .copy_from_slice(&entry.to_le_bytes());
                     }
                 }
-                file.write_all_at(&buf[..n as usize * 8], BAT_OFFSET + index * 8)?;
+                put(BAT_OFFSET + index * 8, &buf[..n as usize * 8])?;
                 index += n;
             }
             return Ok(());
@@ -272,7 +314,7 @@ impl VhdxWriter {
             let chunk = index / entries_per_chunk;
             if current != Some(chunk) {
                 if let Some(c) = current {
-                    file.write_all_at(&buf[lo..hi], BAT_OFFSET + c * BAT_CHUNK + lo as u64)?;
+                    put(BAT_OFFSET + c * BAT_CHUNK + lo as u64, &buf[lo..hi])?;
                     buf.fill(0);
                 }
                 current = Some(chunk);
@@ -285,7 +327,7 @@ impl VhdxWriter {
             hi = hi.max(within + 8);
         }
         if let Some(c) = current {
-            file.write_all_at(&buf[lo..hi], BAT_OFFSET + c * BAT_CHUNK + lo as u64)?;
+            put(BAT_OFFSET + c * BAT_CHUNK + lo as u64, &buf[lo..hi])?;
         }
         Ok(())
     }
@@ -353,24 +395,62 @@ impl WriteAt for VhdxWriter {
             let within = pos % bs;
             let n = ((bs - within) as usize).min(data.len() - done);
             let piece = &data[done..done + n];
-            // Zeros into a block never written cost nothing: it already reads as zeros.
-            if self.is_allocated(block) || !is_zero(piece) {
+            // Zeros cost nothing where the file holds only a hole: in a block never
+            // allocated, or past everything written so far.
+            let zero = is_zero(piece);
+            if !zero || self.is_allocated(block) {
                 let at = self.block_offset(block) + within;
-                self.out.write_at(at, piece)?;
+                if !zero || at < self.high_water {
+                    self.out.write_at(at, piece)?;
+                    self.high_water = self.high_water.max(at + n as u64);
+                }
             }
             done += n;
         }
         Ok(())
     }
 
-    fn finish(mut self: Box<Self>) -> io::Result<()> {
+    fn reserve(&mut self, ranges: &[std::ops::Range<u64>]) -> io::Result<()> {
+        // Only before the first payload write, so blocks keep ascending file offsets and
+        // the BAT can go out first.
+        if self.fixed || !self.blocks.is_empty() {
+            return Ok(());
+        }
+        let bs = self.geometry.block_size;
+        for r in ranges.iter().filter(|r| r.start < r.end) {
+            let last = (r.end.min(self.geometry.virtual_size).max(1) - 1) / bs;
+            for block in r.start / bs..=last {
+                self.block_offset(block);
+            }
+        }
+        self.write_bat_now()
+    }
+
+    fn finish(self: Box<Self>) -> io::Result<()> {
+        self.finish_digest().map(|_| ())
+    }
+
+    fn finish_digest(mut self: Box<Self>) -> io::Result<Option<[u8; 32]>> {
+        let len = if self.fixed {
+            self.data_offset + self.geometry.data_blocks * self.geometry.block_size
+        } else {
+            self.next_free
+        };
+        // The BAT went out up front and still maps every block: nothing to add, and the
+        // sink's digest is the file's.
+        if self.bat_written == Some(self.blocks.len()) || self.fixed {
+            let digest = self.out.finish_digest(len)?;
+            let file = self.out.file();
+            file.set_len(len)?;
+            file.sync_all()?;
+            return Ok(digest);
+        }
         self.out.finish()?;
         let file = self.out.file();
-        self.write_bat(file)?;
-        if !self.fixed {
-            file.set_len(self.next_free)?;
-        }
-        file.sync_all()
+        self.encode_bat(&mut |at, b| file.write_all_at(b, at))?;
+        file.set_len(len)?;
+        file.sync_all()?;
+        Ok(None)
     }
 }
 
