@@ -70,6 +70,9 @@ pub struct DiskPlan {
     tree: Option<Tree>,
     #[serde(skip)]
     seed_bytes: Vec<u8>,
+    /// The Windows volume as laid out when planning, taken by the write.
+    #[serde(skip)]
+    volume: std::sync::Mutex<Option<ntfs::VolumePlan>>,
 }
 
 /// The planned Windows volume.
@@ -203,7 +206,7 @@ pub fn plan_with(
         Some(v) => {
             let filetime = unix_to_filetime(req.time);
             let nopts = ntfs_options(&seed_bytes, win, req, filetime);
-            let check = ntfs::check_volume(&v.tree, &nopts).map_err(|e| {
+            let planned = ntfs::plan_volume(&v.tree, &nopts).map_err(|e| {
                 io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!(
@@ -212,6 +215,7 @@ pub fn plan_with(
                     ),
                 )
             })?;
+            let check = planned.report();
             let plan = WindowsVolumePlan {
                 wim: v.wim,
                 base_images: v.base_images,
@@ -220,8 +224,12 @@ pub fn plan_with(
                 mft_records: check.mft_records,
                 serial: format!("{:016X}", nopts.serial),
             };
-            (Some(plan), Some(v.tree))
+            (Some(plan), Some((v.tree, planned)))
         }
+        None => (None, None),
+    };
+    let (tree, volume) = match tree {
+        Some((t, v)) => (Some(t), Some(v)),
         None => (None, None),
     };
     let esp = esp(&layout, tree.as_ref())?;
@@ -239,6 +247,7 @@ pub fn plan_with(
         esp,
         tree,
         seed_bytes,
+        volume: std::sync::Mutex::new(volume),
     })
 }
 
@@ -372,9 +381,17 @@ pub fn write(plan: &DiskPlan, req: &DiskRequest) -> io::Result<Option<[u8; 32]>>
                 .layout
                 .partition(Role::Windows)
                 .expect("the Windows layout has a Windows partition");
-            let mut nopts = ntfs_options(&plan.seed_bytes, win, req, unix_to_filetime(req.time));
-            nopts.progress = req.progress.clone();
-            Some((win.offset(), ntfs::plan_volume(tree, &nopts)?))
+            let planned = plan.volume.lock().ok().and_then(|mut v| v.take());
+            let mut v = match planned {
+                Some(v) => v,
+                None => {
+                    let nopts =
+                        ntfs_options(&plan.seed_bytes, win, req, unix_to_filetime(req.time));
+                    ntfs::plan_volume(tree, &nopts)?
+                }
+            };
+            v.set_progress(req.progress.clone());
+            Some((win.offset(), v))
         }
         None => None,
     };

@@ -177,12 +177,30 @@ pub fn write_volume(
 /// want to know the ranges it will write first (see [`WriteAt::reserve`]).
 pub struct VolumePlan(plan::Plan);
 
+impl std::fmt::Debug for VolumePlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumePlan")
+            .field("used_clusters", &self.0.used_clusters)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Lay out `tree` as a volume made with `opts` (everything checked, nothing written).
 pub fn plan_volume(tree: &Tree, opts: &NtfsOptions) -> Result<VolumePlan, Error> {
     plan::Plan::new(tree, opts).map(VolumePlan)
 }
 
 impl VolumePlan {
+    /// What the volume will hold, as [`check_volume`] reports it.
+    pub fn report(&self) -> NtfsReport {
+        self.0.report()
+    }
+
+    /// Tell `hook` the bytes of each file as it is written.
+    pub fn set_progress(&mut self, hook: ProgressHook) {
+        self.0.opts.progress = hook;
+    }
+
     /// The byte ranges of `out` the volume will write when placed at `partition_offset`:
     /// its planned areas, merged, ascending, and the backup boot sector.
     pub fn written_ranges(&self, partition_offset: u64) -> Vec<std::ops::Range<u64>> {
