@@ -144,7 +144,7 @@ impl Default for NtfsOptions {
             label: String::new(),
             time: 0,
             prefetch_threads: 4,
-            prefetch_bytes: 64 << 20,
+            prefetch_bytes: 16 << 20,
             progress: ProgressHook::default(),
         }
     }
