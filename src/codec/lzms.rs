@@ -10,6 +10,7 @@ use super::{lz_copy, CodecError, Decompress};
 const CODEC: &str = "LZMS";
 /// Largest buffer LZMS can address (F 8.3 limits).
 const MAX_BUFFER: usize = 1 << 30;
+const _: () = assert!(MAX_BUFFER <= u32::MAX as usize);
 const MAX_CODEWORD_LEN: u32 = 15;
 const NUM_LITERAL_SYMS: usize = 256;
 const NUM_LENGTH_SYMS: usize = 54;
@@ -24,6 +25,7 @@ const DELTA_POWER_REBUILD: u32 = 512;
 /// Initial probability entry: 48 zero bits among the last 64 (history 0x55555555).
 const PROB_INIT_ZEROS: u32 = 48;
 const PROB_INIT_HISTORY: u64 = 0x0000_0000_5555_5555;
+const _: () = assert!(PROB_INIT_ZEROS >= 1 && PROB_INIT_ZEROS <= 63);
 /// x86 filter windows: translations within 1023 bytes of a likely instruction (511 for
 /// E8), and two uses of one 16-bit target within 65535 bytes mark a likely instruction.
 const X86_MAX_TRANSLATION_OFFSET: i64 = 1023;
@@ -84,15 +86,19 @@ fn slot_tables(runs: &[(u32, usize)]) -> (Vec<u32>, Vec<u32>) {
 }
 
 /// One adaptive probability: zero count over the last 64 decisions, and their history.
+/// `prob` is the zero count clamped to 1..=63, kept ready so that a decision's
+/// multiply does not wait for the clamp.
 #[derive(Clone, Copy)]
 struct Prob {
     zeros: u32,
+    prob: u32,
     history: u64,
 }
 
 impl Prob {
     const INIT: Prob = Prob {
         zeros: PROB_INIT_ZEROS,
+        prob: PROB_INIT_ZEROS,
         history: PROB_INIT_HISTORY,
     };
 }
@@ -150,7 +156,7 @@ impl<'a> RangeDecoder<'a> {
     #[inline(always)]
     fn bit<const N: usize>(&mut self, d: &mut Decision<N>) -> u32 {
         let p = &mut d.probs[d.state];
-        let prob = p.zeros.clamp(1, 63);
+        let prob = p.prob;
         if self.range <= 0xFFFF {
             self.range <<= 16;
             self.code <<= 16;
@@ -170,6 +176,7 @@ impl<'a> RangeDecoder<'a> {
         };
         let oldest = (p.history >> 63) as u32;
         p.zeros = p.zeros + oldest - bit;
+        p.prob = p.zeros.clamp(1, 63);
         p.history = (p.history << 1) | u64::from(bit);
         d.state = ((d.state << 1) | bit as usize) & (N - 1);
         bit
@@ -196,8 +203,35 @@ impl<'a> BackBits<'a> {
         }
     }
 
+    /// Top the buffer up to at least 49 bits. Away from the start this takes all whole
+    /// words that fit from one 8-byte load: read little-endian, the 8 bytes before `pos`
+    /// hold the next four words in reading order from the top down, so they go in with
+    /// one shift. The bits below `count` are then the following words' own bits, which a
+    /// later refill ORs in again unchanged.
     #[inline(always)]
     fn refill(&mut self) {
+        if self.count > 48 {
+            return;
+        }
+        if let Some(w) = self
+            .pos
+            .checked_sub(8)
+            .and_then(|start| self.data.get(start..self.pos))
+        {
+            let mut v = [0u8; 8];
+            v.copy_from_slice(w);
+            let words = (64 - self.count) / 16;
+            self.buf |= u64::from_le_bytes(v) >> self.count;
+            self.pos -= 2 * words as usize;
+            self.count += 16 * words;
+            return;
+        }
+        self.refill_slow();
+    }
+
+    /// Word by word near the start of the input, zeros once it is exhausted.
+    #[cold]
+    fn refill_slow(&mut self) {
         while self.count <= 48 {
             let w = if self.pos >= 2 {
                 self.pos -= 2;
@@ -553,6 +587,8 @@ impl AdaptiveCode {
         let table = &mut self.table[..1 << tb];
         let sorted = &mut self.sorted;
         sorted.clear();
+        sorted.resize(index as usize, 0);
+        let mut next = 0usize;
         let mut pos = 0usize;
         for l in 1..=MAX_CODEWORD_LEN {
             let c = counts[l as usize] as usize;
@@ -570,7 +606,10 @@ impl AdaptiveCode {
                 while bits != 0 {
                     let sym = (w * 64) as u16 + bits.trailing_zeros() as u16;
                     bits &= bits - 1;
-                    sorted.push(sym);
+                    if let Some(slot) = sorted.get_mut(next) {
+                        *slot = sym;
+                    }
+                    next += 1;
                     if l <= tb {
                         let e = (sym << ENTRY_LEN_BITS) | l as u16;
                         // Codeword of length l: the 2^(tb - l) entries it prefixes.
@@ -666,8 +705,9 @@ pub struct LzmsDecoder {
     delta_offset: AdaptiveCode,
     delta_power: AdaptiveCode,
     /// Last position each 16-bit target was used, stamped with `generation` so the table
-    /// never needs clearing between chunks.
-    last_target_usages: Vec<(u32, i64)>,
+    /// never needs clearing between chunks. Positions fit in 32 bits (`MAX_BUFFER`), which
+    /// keeps the table at 512 KiB, mostly cache-resident.
+    last_target_usages: Vec<(u32, u32)>,
     generation: u32,
 }
 
@@ -892,7 +932,7 @@ fn x86_first_candidate(w: &[u8; X86_SCAN], next: &[u8; X86_SCAN]) -> Option<usiz
 }
 
 /// Undo the x86 address translation (F 8.3, "x86 filter").
-fn x86_filter_undo(data: &mut [u8], last_target_usages: &mut [(u32, i64)], generation: u32) {
+fn x86_filter_undo(data: &mut [u8], last_target_usages: &mut [(u32, u32)], generation: u32) {
     let size = data.len();
     if size <= 17 {
         return;
@@ -947,10 +987,10 @@ fn x86_filter_undo(data: &mut [u8], last_target_usages: &mut [(u32, i64)], gener
         i += opcode_len + 3;
         let t = usize::from(target16);
         let (g, last) = last_target_usages[t];
-        if g == generation && i as i64 - last <= X86_ID_WINDOW {
+        if g == generation && i as i64 - i64::from(last) <= X86_ID_WINDOW {
             last_x86_pos = i as i64;
         }
-        last_target_usages[t] = (generation, i as i64);
+        last_target_usages[t] = (generation, i as u32);
         i += 1;
     }
 }
@@ -989,7 +1029,7 @@ mod tests {
         assert!(d.decompress(&[1, 2, 3], &mut out).is_err());
     }
     /// The byte-at-a-time filter the group scan must match.
-    fn naive_x86_filter_undo(data: &mut [u8], usages: &mut [(u32, i64)], generation: u32) {
+    fn naive_x86_filter_undo(data: &mut [u8], usages: &mut [(u32, u32)], generation: u32) {
         let size = data.len();
         if size <= 17 {
             return;
@@ -1030,10 +1070,10 @@ mod tests {
             i += opcode_len + 3;
             let t = usize::from(target16);
             let (g, last) = usages[t];
-            if g == generation && i as i64 - last <= X86_ID_WINDOW {
+            if g == generation && i as i64 - i64::from(last) <= X86_ID_WINDOW {
                 last_x86_pos = i as i64;
             }
-            usages[t] = (generation, i as i64);
+            usages[t] = (generation, i as u32);
             i += 1;
         }
     }
@@ -1065,10 +1105,10 @@ mod tests {
                     })
                     .collect();
                 let mut want = data.clone();
-                let mut uw = vec![(0u32, 0i64); 65536];
+                let mut uw = vec![(0u32, 0u32); 65536];
                 naive_x86_filter_undo(&mut want, &mut uw, 1);
                 let mut got = data;
-                let mut ug = vec![(0u32, 0i64); 65536];
+                let mut ug = vec![(0u32, 0u32); 65536];
                 x86_filter_undo(&mut got, &mut ug, 1);
                 assert_eq!(got, want, "len {len} density {dense}");
                 assert_eq!(ug, uw, "len {len} density {dense}");
@@ -1259,5 +1299,45 @@ mod tests {
         check_code(&fib, 10);
         fib.extend([1; 40]);
         check_code(&fib, 10);
+    }
+
+    #[test]
+    fn back_bits_equal_word_by_word_reading() {
+        let mut x = 0xC0FF_EE11u32;
+        let mut next = |m: u32| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x % m
+        };
+        // Inputs shorter than, equal to and longer than one 8-byte load, read past their
+        // start (zeros), in reads of every width the decoder uses.
+        for len in [0usize, 2, 4, 6, 8, 10, 16, 18, 100, 1002] {
+            let data: Vec<u8> = (0..len).map(|_| next(256) as u8).collect();
+            // The reference stream: words from the end, most-significant bit first.
+            let mut stream: Vec<u32> = Vec::new();
+            for w in data.rchunks_exact(2) {
+                let w = u16::from_le_bytes([w[0], w[1]]);
+                stream.extend((0..16).rev().map(|b| u32::from(w >> b) & 1));
+            }
+            let mut r = BackBits::new(&data);
+            let mut at = 0usize;
+            let bit_at = |i: usize| stream.get(i).copied().unwrap_or(0);
+            while at < stream.len() + 64 {
+                let n = next(31);
+                if n % 4 == 0 {
+                    // A codeword peek: the top 15 bits after the decoder's refill.
+                    if r.count < MAX_CODEWORD_LEN {
+                        r.refill();
+                    }
+                    let want = (0..MAX_CODEWORD_LEN as usize)
+                        .fold(0u64, |v, k| (v << 1) | u64::from(bit_at(at + k)));
+                    assert_eq!(r.buf >> (64 - MAX_CODEWORD_LEN), want, "len {len} at {at}");
+                }
+                let want = (0..n as usize).fold(0u32, |v, k| (v << 1) | bit_at(at + k));
+                assert_eq!(r.bits(n), want, "len {len} at {at} width {n}");
+                at += n as usize;
+            }
+        }
     }
 }
