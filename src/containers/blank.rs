@@ -5,6 +5,7 @@
 
 use crate::core::block::{MemDisk, WriteAt};
 use crate::core::guid::Guid;
+use crate::core::sink::Mode;
 use crate::formats::gpt::{self, Role, TableCopy};
 use crate::formats::ntfs::{self, NtfsOptions};
 use crate::formats::vhdx::{VhdxOptions, VhdxWriter};
@@ -25,7 +26,10 @@ pub fn write_blank_vhdx(file: File, seed: &[u8], time: u64) -> io::Result<()> {
         .expect("the single layout has a data partition");
     let mut opts = VhdxOptions::new(BLANK_SIZE, seed);
     opts.block_size = BLANK_BLOCK;
-    let mut out: Box<dyn WriteAt> = Box::new(VhdxWriter::create(file, &opts)?);
+    // Written into a scratch file the build reads back at once: through the page cache
+    // and without a sync.
+    let w = VhdxWriter::create_with(file, &opts, Mode::Buffered, false)?.scratch();
+    let mut out: Box<dyn WriteAt> = Box::new(w);
     let table: MemDisk = gpt::build_gpt(&layout)?;
     let first = part.offset();
     gpt::write_table(&layout, &table, TableCopy::Primary, out.as_mut())?;

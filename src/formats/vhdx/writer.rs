@@ -137,6 +137,8 @@ pub struct VhdxWriter {
     /// Blocks the BAT mapped when it was written up front (fixed disks, or dynamic ones
     /// given [`WriteAt::reserve`]); None when it is written at the end.
     bat_written: Option<usize>,
+    /// Sync to stable storage at the end (not for scratch files read back at once).
+    durable: bool,
 }
 
 impl VhdxWriter {
@@ -225,12 +227,20 @@ impl VhdxWriter {
             next_free: data_offset,
             high_water: data_offset,
             bat_written: None,
+            durable: true,
         };
         if w.fixed {
             // A fixed disk's BAT does not depend on what is written.
             w.write_bat_now().map_err(io_err("writing the BAT"))?;
         }
         Ok(w)
+    }
+
+    /// Skip the final sync to stable storage: for scratch files that are read back and
+    /// discarded, where a crash loses nothing worth keeping.
+    pub fn scratch(mut self) -> Self {
+        self.durable = false;
+        self
     }
 
     /// Write the BAT as it stands through the sink, and remember how many blocks it maps.
@@ -442,14 +452,18 @@ impl WriteAt for VhdxWriter {
             let digest = self.out.finish_digest(len)?;
             let file = self.out.file();
             file.set_len(len)?;
-            file.sync_all()?;
+            if self.durable {
+                file.sync_all()?;
+            }
             return Ok(digest);
         }
         self.out.finish()?;
         let file = self.out.file();
         self.encode_bat(&mut |at, b| file.write_all_at(b, at))?;
         file.set_len(len)?;
-        file.sync_all()?;
+        if self.durable {
+            file.sync_all()?;
+        }
         Ok(None)
     }
 }
