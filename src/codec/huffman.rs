@@ -11,12 +11,19 @@ pub const MAX_CODEWORD_LEN: usize = 16;
 /// Largest primary index any decoder asks for; the table is allocated at this size so a
 /// compile-time index width (see [`HuffTable::decode_top`]) needs no bounds check.
 pub const MAX_TABLE_BITS: u32 = 12;
+/// Most symbols a code may have: a primary entry keeps the symbol in 11 bits, and the
+/// all-ones value is reserved for [`MISS`] (LZMS, the largest WIM alphabet, has 799).
+pub const MAX_SYMBOLS: usize = (1 << 11) - 1;
+/// Primary entry for a bit pattern the table does not resolve: a longer codeword (see
+/// [`HuffTable::lookup_long`]) or no codeword at all. Read as `symbol << 5 | length` it has
+/// symbol 2047, above every real symbol, so a decoder that tests "symbol below N" first
+/// meets it only on its slower path.
+pub const MISS: u16 = u16::MAX;
 
 /// Decoding table for one canonical Huffman code.
 pub struct HuffTable {
-    /// `symbol << 5 | length`, or 0 for "not resolved by the primary table"; only the
-    /// first `1 << table_bits` entries are used.
-    table: Box<[u32; 1 << MAX_TABLE_BITS]>,
+    /// `symbol << 5 | length`, or [`MISS`]; only the first `1 << table_bits` entries are used.
+    table: Box<[u16; 1 << MAX_TABLE_BITS]>,
     table_bits: u32,
     max_len: u32,
     first_code: [u32; MAX_CODEWORD_LEN + 2],
@@ -32,6 +39,8 @@ pub enum BuildError {
     OverSubscribed,
     /// A length exceeds the code's maximum.
     TooLong,
+    /// More symbols than [`MAX_SYMBOLS`].
+    TooManySymbols,
 }
 
 impl BuildError {
@@ -39,6 +48,7 @@ impl BuildError {
         match self {
             BuildError::OverSubscribed => "over-subscribed codeword lengths",
             BuildError::TooLong => "codeword longer than the maximum",
+            BuildError::TooManySymbols => "more symbols than a decoding table holds",
         }
     }
 }
@@ -49,7 +59,7 @@ impl HuffTable {
         debug_assert!(table_bits <= max_len && max_len as usize <= MAX_CODEWORD_LEN);
         debug_assert!(table_bits <= MAX_TABLE_BITS);
         HuffTable {
-            table: Box::new([0; 1 << MAX_TABLE_BITS]),
+            table: Box::new([MISS; 1 << MAX_TABLE_BITS]),
             table_bits,
             max_len,
             first_code: [0; MAX_CODEWORD_LEN + 2],
@@ -67,6 +77,9 @@ impl HuffTable {
 
     /// Rebuild from codeword lengths (0 = symbol unused).
     pub fn build(&mut self, lens: &[u8]) -> Result<(), BuildError> {
+        if lens.len() > MAX_SYMBOLS {
+            return Err(BuildError::TooManySymbols);
+        }
         let max = self.max_len as usize;
         let mut count = [0u32; MAX_CODEWORD_LEN + 2];
         for &l in lens {
@@ -98,25 +111,44 @@ impl HuffTable {
         let mut next = first_index;
         for (sym, &l) in lens.iter().enumerate() {
             if l != 0 {
-                self.sorted[next[l as usize] as usize] = sym as u16;
+                // `next[l]` stays below `first_index[l + 1] <= index`: counted above.
+                if let Some(slot) = self.sorted.get_mut(next[l as usize] as usize) {
+                    *slot = sym as u16;
+                }
                 next[l as usize] += 1;
             }
         }
-        let tb = self.table_bits;
-        self.table[..1 << tb].fill(0);
-        for l in 1..=tb as usize {
-            let n = count[l];
-            let span = 1usize << (tb as usize - l);
-            for k in 0..n {
-                let sym = u32::from(self.sorted[(first_index[l] + k) as usize]);
-                let start = ((first_code[l] + k) as usize) << (tb as usize - l);
-                self.table[start..start + span].fill((sym << 5) | l as u32);
+        // Canonical codewords of up to `table_bits` bits, taken in (length, symbol) order,
+        // cover consecutive primary ranges starting at 0; what follows belongs to longer
+        // codewords or to no codeword.
+        let tb = self.table_bits as usize;
+        let table = &mut self.table[..1 << tb];
+        let mut at = 0usize;
+        for l in 1..=tb {
+            let span = 1usize << (tb - l);
+            let lo = first_index[l] as usize;
+            let hi = lo + count[l] as usize;
+            for &sym in &self.sorted[lo..hi] {
+                let e = (sym << 5) | l as u16;
+                table[at..at + span].fill(e);
+                at += span;
             }
         }
+        table[at..].fill(MISS);
         self.first_code = first_code;
         self.first_index = first_index;
         self.count = count;
         Ok(())
+    }
+
+    /// The primary entry for the top `TB` bits of a 64-bit MSB-first bit buffer:
+    /// `symbol << 5 | length` for a codeword of at most `TB` bits, else [`MISS`] (then
+    /// call [`HuffTable::lookup_long`]). `TB` must equal this table's `table_bits`; being
+    /// a constant, the index needs no bounds check.
+    #[inline(always)]
+    pub fn entry<const TB: u32>(&self, buf: u64) -> u16 {
+        debug_assert_eq!(TB, self.table_bits);
+        self.table[(buf >> (64 - TB)) as usize & ((1 << MAX_TABLE_BITS) - 1)]
     }
 
     /// Resolve the codeword at the top of `bits` (the next `max_len` bits of the stream,
@@ -125,8 +157,8 @@ impl HuffTable {
     pub fn lookup(&self, bits: u32) -> Option<(u32, u32)> {
         let i = (bits >> (self.max_len - self.table_bits)) as usize;
         let e = self.table[i & ((1 << MAX_TABLE_BITS) - 1)];
-        if e != 0 {
-            return Some((e >> 5, e & 31));
+        if e != MISS {
+            return Some((u32::from(e >> 5), u32::from(e & 31)));
         }
         self.lookup_long(bits)
     }
@@ -137,15 +169,17 @@ impl HuffTable {
     #[inline(always)]
     pub fn decode_top<const TB: u32>(&self, buf: u64) -> Option<(u32, u32)> {
         debug_assert_eq!(TB, self.table_bits);
-        let e = self.table[(buf >> (64 - TB)) as usize & ((1 << MAX_TABLE_BITS) - 1)];
-        if e != 0 {
-            return Some((e >> 5, e & 31));
+        let e = self.entry::<TB>(buf);
+        if e != MISS {
+            return Some((u32::from(e >> 5), u32::from(e & 31)));
         }
         self.lookup_long((buf >> (64 - self.max_len)) as u32)
     }
 
+    /// The codeword longer than `table_bits` at the top of `bits` (the next `max_len`
+    /// bits), by a walk over the canonical code; `None` for an unassigned pattern.
     #[cold]
-    fn lookup_long(&self, bits: u32) -> Option<(u32, u32)> {
+    pub fn lookup_long(&self, bits: u32) -> Option<(u32, u32)> {
         for l in self.table_bits + 1..=self.max_len {
             let code = bits >> (self.max_len - l);
             let li = l as usize;
