@@ -6,7 +6,7 @@
 //! size" bit or 16 (+8 for windows of 2^16 and more) bits, E8 translation always on with the
 //! fixed file size 12000000 and positions relative to the chunk.
 
-use super::huffman::{HuffTable, MISS};
+use super::huffman::{HuffTable, ENTRY_LEN_BITS, MISS};
 use super::{lz_copy, CodecError, Decompress};
 
 const CODEC: &str = "LZX";
@@ -128,30 +128,34 @@ fn bad_code(e: super::huffman::BuildError) -> CodecError {
 /// Copy `input` into `stream` with the two bytes of every 16-bit word swapped, then
 /// [`STREAM_PAD`] zero bytes. A trailing odd byte is dropped: the word reader of
 /// [MS-PATCH] 2.2 never sees half a word, and bits past the end read as zero.
-fn swap_words(input: &[u8], stream: &mut Vec<u8>) {
+fn swap_words<'a>(input: &[u8], stream: &'a mut Vec<u8>) -> &'a [u8] {
     let n = input.len() & !1;
-    stream.clear();
-    stream.resize(n + STREAM_PAD, 0);
-    let (words, bytes) = (
-        input[..n].chunks_exact(8),
-        input[..n].chunks_exact(8).remainder(),
-    );
-    let mut dst = stream[..n].chunks_exact_mut(8);
-    for (d, s) in (&mut dst).zip(words) {
+    // Grown, never cleared: every byte of the returned slice is written below.
+    if stream.len() < n + STREAM_PAD {
+        stream.resize(n + STREAM_PAD, 0);
+    }
+    let stream = &mut stream[..n + STREAM_PAD];
+    let (body, pad) = stream.split_at_mut(n);
+    pad.fill(0);
+    let src = &input[..n];
+    let mut dst = body.chunks_exact_mut(8);
+    for (d, s) in (&mut dst).zip(src.chunks_exact(8)) {
         let mut x = [0u8; 8];
         x.copy_from_slice(s);
         let v = u64::from_le_bytes(x);
         let v = ((v >> 8) & 0x00FF_00FF_00FF_00FF) | ((v & 0x00FF_00FF_00FF_00FF) << 8);
         d.copy_from_slice(&v.to_le_bytes());
     }
+    let tail = src.chunks_exact(8).remainder();
     for (d, s) in dst
         .into_remainder()
         .chunks_exact_mut(2)
-        .zip(bytes.chunks_exact(2))
+        .zip(tail.chunks_exact(2))
     {
         d[0] = s[1];
         d[1] = s[0];
     }
+    stream
 }
 
 /// MSB-first bit reader over the word-swapped stream (a big-endian byte stream).
@@ -211,6 +215,15 @@ impl<'a> Bits<'a> {
         self.count -= n;
     }
 
+    /// Consume the codeword of a primary table entry (`symbol << 6 | length`): the shift
+    /// takes its count modulo 64, which is the length, so no masking step lengthens the
+    /// dependency chain from one table access to the next.
+    #[inline(always)]
+    fn consume_entry(&mut self, e: u16) {
+        self.buf = self.buf.wrapping_shl(u32::from(e));
+        self.count -= u32::from(e) & 63;
+    }
+
     /// Read `n` bits (0..=32) from the buffer without refilling: the caller knows at least
     /// `n` bits are buffered.
     #[inline(always)]
@@ -248,7 +261,7 @@ impl<'a> Bits<'a> {
 fn decode_buffered<const TB: u32>(t: &HuffTable, r: &mut Bits) -> Result<u32, CodecError> {
     let e = t.entry::<TB>(r.buf);
     let (sym, len) = if e != MISS {
-        (u32::from(e >> 5), u32::from(e & 31))
+        (u32::from(e >> ENTRY_LEN_BITS), u32::from(e) & 63)
     } else {
         t.lookup_long((r.buf >> (64 - t.max_len())) as u32)
             .ok_or(CodecError::BadCodeword { codec: CODEC })?
@@ -323,8 +336,7 @@ impl Decompress for LzxDecoder {
             });
         }
         let mut stream = std::mem::take(&mut self.stream);
-        swap_words(input, &mut stream);
-        let res = self.decode_chunk(input, &stream, out);
+        let res = self.decode_chunk(input, swap_words(input, &mut stream), out);
         self.stream = stream;
         res
     }
@@ -488,23 +500,32 @@ impl LzxDecoder {
             let mut e = self.main.entry::<MAIN_TABLE_BITS>(r.buf);
             if e < LITERAL_LIMIT {
                 // Literals, the common case, resolved by one table access each.
-                r.consume(u32::from(e & 31));
-                out[op] = (e >> 5) as u8;
+                r.consume_entry(e);
+                out[op] = (e >> ENTRY_LEN_BITS) as u8;
                 op += 1;
                 if op == end {
                     break;
                 }
                 e = self.main.entry::<MAIN_TABLE_BITS>(r.buf);
                 if e < LITERAL_LIMIT {
-                    r.consume(u32::from(e & 31));
-                    out[op] = (e >> 5) as u8;
+                    r.consume_entry(e);
+                    out[op] = (e >> ENTRY_LEN_BITS) as u8;
                     op += 1;
-                    continue;
+                    if op == end {
+                        break;
+                    }
+                    e = self.main.entry::<MAIN_TABLE_BITS>(r.buf);
+                    if e < LITERAL_LIMIT {
+                        r.consume_entry(e);
+                        out[op] = (e >> ENTRY_LEN_BITS) as u8;
+                        op += 1;
+                        continue;
+                    }
                 }
             }
             let sym = if e != MISS {
-                r.consume(u32::from(e & 31));
-                u32::from(e >> 5)
+                r.consume_entry(e);
+                u32::from(e >> ENTRY_LEN_BITS)
             } else {
                 let (sym, len) = self
                     .main
@@ -572,8 +593,8 @@ impl LzxDecoder {
     }
 }
 
-/// Main-table entries below this are literals (`symbol << 5 | length`, symbol < 256).
-const LITERAL_LIMIT: u16 = (NUM_CHARS as u16) << 5;
+/// Main-table entries below this are literals (`symbol << 6 | length`, symbol < 256).
+const LITERAL_LIMIT: u16 = (NUM_CHARS as u16) << ENTRY_LEN_BITS;
 
 /// Step of [`copy_fast`]: most matches (2..=257 bytes, mostly under 16) take one step.
 const FAST_COPY: usize = 16;
@@ -820,9 +841,9 @@ mod tests {
                     None => 0,
                 }
             };
-            let mut stream = Vec::new();
-            swap_words(&data, &mut stream);
-            let mut r = Bits::new(&stream);
+            // A reused buffer holding stale bytes must not leak them into the stream.
+            let mut stream = vec![0xAA; 100];
+            let mut r = Bits::new(swap_words(&data, &mut stream));
             let mut at = 0u64;
             for step in 0..200u32 {
                 let n = 1 + (xorshift(&mut x) % 17);
@@ -834,6 +855,110 @@ mod tests {
                     at = (at / 16 + 1) * 16;
                     r.reset_at((at / 8) as usize);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn fast_copy_equals_bytewise_copy() {
+        // Offsets from the 16-byte step up, lengths within one step and across several,
+        // and matches ending exactly 16 bytes before the end (the nearest the caller allows).
+        let size = 300usize;
+        let mut x = 11u32;
+        let base: Vec<u8> = (0..size).map(|_| xorshift(&mut x) as u8).collect();
+        for offset in 16..=40usize {
+            for len in 2..=120usize {
+                for tail in 16..=20usize {
+                    let pos = size - len - tail;
+                    if offset > pos {
+                        continue;
+                    }
+                    let mut want = base.clone();
+                    naive_copy(&mut want, pos, offset, len);
+                    let mut got = base.clone();
+                    copy_fast(&mut got, pos, offset, len);
+                    assert_eq!(
+                        got[..pos + len],
+                        want[..pos + len],
+                        "offset {offset} len {len} tail {tail}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Compress with the crate's encoder, then decode.
+    fn round_trip(data: &[u8]) {
+        let c = crate::codec::lzx_enc::compress_chunk(data, 32768)
+            .unwrap_or_else(|| panic!("{} bytes did not compress", data.len()));
+        let mut d = LzxDecoder::new(32768).unwrap();
+        let mut out = vec![0x5Au8; data.len()];
+        d.decompress(&c, &mut out).unwrap();
+        assert!(out == data, "round trip of {} bytes differs", data.len());
+    }
+
+    #[test]
+    fn periodic_matches_up_to_the_chunk_end() {
+        // A period of p bytes gives matches at offset p overlapping themselves (p < length);
+        // random tails of 0..=40 bytes put the last match at and near the chunk end, where
+        // the fast copies must give way to the exact ones; a full chunk ends in a match.
+        let mut x = 3u32;
+        for period in 1..=20usize {
+            let unit: Vec<u8> = (0..period).map(|_| xorshift(&mut x) as u8).collect();
+            let reps = 1200 / period;
+            for tail in [0usize, 1, 15, 16, 17, 31, 32, 33, 40] {
+                let mut data: Vec<u8> = unit.iter().copied().cycle().take(period * reps).collect();
+                data.extend((0..tail).map(|_| xorshift(&mut x) as u8));
+                round_trip(&data);
+            }
+            let full: Vec<u8> = (0..32768)
+                .map(|i| {
+                    if i < 3000 {
+                        xorshift(&mut x) as u8
+                    } else {
+                        unit[i % period]
+                    }
+                })
+                .collect();
+            round_trip(&full);
+        }
+    }
+
+    #[test]
+    fn truncated_and_padded_input() {
+        // Bits past the end of the input read as zero: a truncated chunk decodes exactly
+        // like the same bytes followed by zeros (or fails the same way), whatever refill
+        // the end falls into; a trailing odd byte is never part of a word.
+        let mut x = 21u32;
+        let data: Vec<u8> = (0..6000)
+            .map(|i| {
+                if i % 7 == 0 {
+                    xorshift(&mut x) as u8
+                } else {
+                    (i / 50) as u8
+                }
+            })
+            .collect();
+        let c = crate::codec::lzx_enc::compress_chunk(&data, 32768).unwrap();
+        let mut d = LzxDecoder::new(32768).unwrap();
+        let mut steps: Vec<usize> = (0..64)
+            .chain(c.len().saturating_sub(64)..=c.len())
+            .collect();
+        steps.extend((0..c.len()).step_by(97));
+        for cut in steps {
+            let cut_even = cut & !1;
+            let mut a = vec![0u8; data.len()];
+            let ra = d.decompress(&c[..cut], &mut a);
+            let mut padded = c[..cut_even].to_vec();
+            padded.extend_from_slice(&[0; 20]);
+            let mut b = vec![0u8; data.len()];
+            let rb = d.decompress(&padded, &mut b);
+            assert_eq!(ra.is_ok(), rb.is_ok(), "cut {cut}: {ra:?} vs {rb:?}");
+            if ra.is_ok() {
+                assert!(a == b, "cut {cut}: outputs differ");
+            }
+            if cut == c.len() {
+                assert!(ra.is_ok() && a == data, "the whole chunk must decode");
             }
         }
     }
