@@ -493,8 +493,15 @@ impl LzxDecoder {
     ) -> Result<(), CodecError> {
         let mut r = *reader;
         let size = out.len();
-        let out = &mut out[..size];
-        assert!(end <= size);
+        if end > size {
+            return Err(CodecError::Overrun {
+                codec: CODEC,
+                what: "block",
+                len: end.saturating_sub(op) as u64,
+                pos: op,
+                size,
+            });
+        }
         while op < end {
             r.refill();
             let mut e = self.main.entry::<MAIN_TABLE_BITS>(r.buf);
