@@ -6,8 +6,8 @@
 //! size" bit or 16 (+8 for windows of 2^16 and more) bits, E8 translation always on with the
 //! fixed file size 12000000 and positions relative to the chunk.
 
-use super::huffman::HuffTable;
-use super::{lz_copy, CodecError, Decompress, WordBits};
+use super::huffman::{HuffTable, ENTRY_LEN_BITS, MISS};
+use super::{lz_copy, CodecError, Decompress};
 
 const CODEC: &str = "LZX";
 const NUM_CHARS: usize = 256;
@@ -51,9 +51,16 @@ pub struct LzxDecoder {
     length: HuffTable,
     aligned: HuffTable,
     pre: HuffTable,
-    extra_bits: [u32; 50],
-    slot_base: [u32; 50],
+    /// Per offset slot (indexed by `slot & 63`): extra bit count and base offset + 2.
+    extra_bits: [u32; 64],
+    slot_base: [u32; 64],
+    /// The chunk's input with the bytes of every 16-bit word swapped, so the MSB-first
+    /// word stream reads as a big-endian byte stream, plus [`STREAM_PAD`] zero bytes.
+    stream: Vec<u8>,
 }
+
+/// Zero bytes after the swapped input: a refill loads 8 bytes at once.
+const STREAM_PAD: usize = 8;
 
 fn num_offset_slots(order: u32) -> usize {
     match order {
@@ -83,8 +90,8 @@ impl LzxDecoder {
             });
         }
         let num_main_syms = NUM_CHARS + num_offset_slots(order) * NUM_LEN_HEADERS as usize;
-        let mut extra_bits = [0u32; 50];
-        let mut slot_base = [0u32; 50];
+        let mut extra_bits = [0u32; 64];
+        let mut slot_base = [0u32; 64];
         let mut base = 0u32;
         for s in 0..50 {
             let e = if s < 4 { 0 } else { (s as u32 / 2 - 1).min(17) };
@@ -103,9 +110,10 @@ impl LzxDecoder {
             main: HuffTable::new(MAIN_TABLE_BITS, MAIN_MAX_LEN),
             length: HuffTable::new(LEN_TABLE_BITS, MAIN_MAX_LEN),
             aligned: HuffTable::new(ALIGNED_TABLE_BITS, ALIGNED_MAX_LEN),
-            pre: HuffTable::new(6, PRE_MAX_LEN),
+            pre: HuffTable::new(PRE_TABLE_BITS, PRE_MAX_LEN),
             extra_bits,
             slot_base,
+            stream: Vec::new(),
         })
     }
 }
@@ -117,20 +125,158 @@ fn bad_code(e: super::huffman::BuildError) -> CodecError {
     }
 }
 
+/// Copy `input` into `stream` with the two bytes of every 16-bit word swapped, then
+/// [`STREAM_PAD`] zero bytes. A trailing odd byte is dropped: the word reader of
+/// [MS-PATCH] 2.2 never sees half a word, and bits past the end read as zero.
+fn swap_words<'a>(input: &[u8], stream: &'a mut Vec<u8>) -> &'a [u8] {
+    let n = input.len() & !1;
+    // Grown, never cleared: every byte of the returned slice is written below.
+    if stream.len() < n + STREAM_PAD {
+        stream.resize(n + STREAM_PAD, 0);
+    }
+    let stream = &mut stream[..n + STREAM_PAD];
+    let (body, pad) = stream.split_at_mut(n);
+    pad.fill(0);
+    let src = &input[..n];
+    let mut dst = body.chunks_exact_mut(8);
+    for (d, s) in (&mut dst).zip(src.chunks_exact(8)) {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(s);
+        let v = u64::from_le_bytes(x);
+        let v = ((v >> 8) & 0x00FF_00FF_00FF_00FF) | ((v & 0x00FF_00FF_00FF_00FF) << 8);
+        d.copy_from_slice(&v.to_le_bytes());
+    }
+    let tail = src.chunks_exact(8).remainder();
+    for (d, s) in dst
+        .into_remainder()
+        .chunks_exact_mut(2)
+        .zip(tail.chunks_exact(2))
+    {
+        d[0] = s[1];
+        d[1] = s[0];
+    }
+    stream
+}
+
+/// MSB-first bit reader over the word-swapped stream (a big-endian byte stream).
+///
+/// `buf` holds `count` valid bits at its top, and the bits below them are zero or the
+/// stream's own next bits. A refill loads 8 bytes at `pos`, ORs them in below the valid
+/// bits and keeps as many whole bytes as fit, leaving 56..=63 valid bits with no branch on
+/// the fill level (the libdeflate scheme). Bytes past the end of the stream read as zero.
+#[derive(Clone, Copy)]
+struct Bits<'a> {
+    data: &'a [u8],
+    pos: usize,
+    buf: u64,
+    count: u32,
+}
+
+/// Valid bits after a refill: enough for a main symbol (16), a length symbol (16) and the
+/// largest offset field (17 extra bits, or 14 verbatim bits and a 7-bit aligned symbol).
+const REFILL_BITS: u32 = 56;
+
+impl<'a> Bits<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        let mut r = Bits {
+            data,
+            pos: 0,
+            buf: 0,
+            count: 0,
+        };
+        r.refill();
+        r
+    }
+
+    #[inline(always)]
+    fn refill(&mut self) {
+        let w = match self.data.get(self.pos..self.pos + 8) {
+            Some(b) => {
+                let mut x = [0u8; 8];
+                x.copy_from_slice(b);
+                u64::from_be_bytes(x)
+            }
+            None => 0,
+        };
+        self.buf |= w >> self.count;
+        self.pos += (63 - self.count as usize) >> 3;
+        self.count |= REFILL_BITS;
+    }
+
+    /// Top `n` bits (0..=32) without consuming.
+    #[inline(always)]
+    fn peek(&self, n: u32) -> u32 {
+        ((self.buf >> 32) >> (32 - n)) as u32
+    }
+
+    #[inline(always)]
+    fn consume(&mut self, n: u32) {
+        self.buf <<= n;
+        self.count -= n;
+    }
+
+    /// Consume the codeword of a primary table entry (`symbol << 6 | length`): the shift
+    /// takes its count modulo 64, which is the length, so no masking step lengthens the
+    /// dependency chain from one table access to the next.
+    #[inline(always)]
+    fn consume_entry(&mut self, e: u16) {
+        self.buf = self.buf.wrapping_shl(u32::from(e));
+        self.count -= u32::from(e) & 63;
+    }
+
+    /// Read `n` bits (0..=32) from the buffer without refilling: the caller knows at least
+    /// `n` bits are buffered.
+    #[inline(always)]
+    fn take(&mut self, n: u32) -> u32 {
+        let v = self.peek(n);
+        self.consume(n);
+        v
+    }
+
+    /// Read `n` bits (0..=32), refilling as needed.
+    #[inline(always)]
+    fn bits(&mut self, n: u32) -> u32 {
+        if self.count < n {
+            self.refill();
+        }
+        self.take(n)
+    }
+
+    /// Number of bits consumed from the start of the stream.
+    fn consumed_bits(&self) -> u64 {
+        self.pos as u64 * 8 - u64::from(self.count)
+    }
+
+    /// Restart reading at byte `pos` (after raw bytes were taken from the stream).
+    fn reset_at(&mut self, pos: usize) {
+        self.pos = pos;
+        self.buf = 0;
+        self.count = 0;
+        self.refill();
+    }
+}
+
+/// Resolve one codeword from a buffer holding at least `t.max_len()` bits.
 #[inline(always)]
-fn decode(t: &HuffTable, r: &mut WordBits) -> Result<u32, CodecError> {
-    r.refill();
-    let (sym, len) = t
-        .lookup(r.peek(t.max_len()))
-        .ok_or(CodecError::BadCodeword { codec: CODEC })?;
+fn decode_buffered<const TB: u32>(t: &HuffTable, r: &mut Bits) -> Result<u32, CodecError> {
+    let e = t.entry::<TB>(r.buf);
+    let (sym, len) = if e != MISS {
+        (u32::from(e >> ENTRY_LEN_BITS), u32::from(e) & 63)
+    } else {
+        t.lookup_long((r.buf >> (64 - t.max_len())) as u32)
+            .ok_or(CodecError::BadCodeword { codec: CODEC })?
+    };
     r.consume(len);
     Ok(sym)
 }
 
+/// Primary index width of the pretree table.
+const PRE_TABLE_BITS: u32 = 6;
+
 /// [MS-PATCH] 2.4: a pretree of 20 4-bit lengths, then `lens[start..end]` as deltas from
 /// their previous values with run-length codes 17, 18 and 19.
 fn read_lens(
-    r: &mut WordBits,
+    r: &mut Bits,
     pre: &mut HuffTable,
     pre_lens: &mut [u8; PRE_SYMBOLS],
     lens: &mut [u8],
@@ -141,10 +287,12 @@ fn read_lens(
         *l = r.bits(4) as u8;
     }
     pre.build(pre_lens).map_err(bad_code)?;
+    let delta = |old: u8, s: u32| -> u8 { ((u32::from(old) + 17 - s) % 17) as u8 };
     let mut i = start;
     while i < end {
-        let sym = decode(pre, r)?;
-        let delta = |old: u8, s: u32| -> u8 { ((u32::from(old) + 17 - s) % 17) as u8 };
+        // At most two pretree codewords (15 bits each) and 5 raw bits per entry.
+        r.refill();
+        let sym = decode_buffered::<PRE_TABLE_BITS>(pre, r)?;
         match sym {
             0..=16 => {
                 lens[i] = delta(lens[i], sym);
@@ -152,16 +300,16 @@ fn read_lens(
             }
             17 | 18 => {
                 let run = if sym == 17 {
-                    4 + r.bits(4)
+                    4 + r.take(4)
                 } else {
-                    20 + r.bits(5)
+                    20 + r.take(5)
                 } as usize;
                 lens[i..i + run].fill(0);
                 i += run;
             }
             _ => {
-                let run = 4 + r.bits(1) as usize;
-                let s = decode(pre, r)?;
+                let run = 4 + r.take(1) as usize;
+                let s = decode_buffered::<PRE_TABLE_BITS>(pre, r)?;
                 if s > 17 {
                     return Err(CodecError::Invalid {
                         codec: CODEC,
@@ -187,7 +335,23 @@ impl Decompress for LzxDecoder {
                 max: self.max_chunk,
             });
         }
-        let mut r = WordBits::new(input);
+        let mut stream = std::mem::take(&mut self.stream);
+        let res = self.decode_chunk(input, swap_words(input, &mut stream), out);
+        self.stream = stream;
+        res
+    }
+}
+
+impl LzxDecoder {
+    /// Decode the blocks of one chunk; `stream` is `input` after [`swap_words`].
+    fn decode_chunk(
+        &mut self,
+        input: &[u8],
+        stream: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), CodecError> {
+        let size = out.len();
+        let mut r = Bits::new(stream);
         let mut rq = [1u32; 3];
         self.main_lens.fill(0);
         self.len_lens.fill(0);
@@ -256,7 +420,11 @@ impl Decompress for LzxDecoder {
                     if self.main_lens[0xE8] != 0 {
                         may_have_e8 = true;
                     }
-                    self.block(&mut r, out, op, op + block_size, aligned, &mut rq)?;
+                    if aligned {
+                        self.block::<true>(&mut r, out, op, op + block_size, &mut rq)?;
+                    } else {
+                        self.block::<false>(&mut r, out, op, op + block_size, &mut rq)?;
+                    }
                 }
                 3 => {
                     may_have_e8 = true;
@@ -308,77 +476,95 @@ impl Decompress for LzxDecoder {
         }
         Ok(())
     }
-}
 
-/// Resolve one codeword without refilling: the caller guarantees `max_len` buffered bits.
-#[inline(always)]
-fn decode_buffered<const TB: u32>(t: &HuffTable, r: &mut WordBits) -> Result<u32, CodecError> {
-    let (sym, len) = t
-        .decode_top::<TB>(r.buf)
-        .ok_or(CodecError::BadCodeword { codec: CODEC })?;
-    r.consume(len);
-    Ok(sym)
-}
-
-impl LzxDecoder {
-    /// Decode one verbatim or aligned block into `out[op..end]`.
+    /// Decode one verbatim (`ALIGNED` false) or aligned block into `out[op..end]`.
     ///
-    /// Bit budget: a refill leaves at least 49 bits; a main symbol and a length symbol
-    /// take at most 32 of them, so the second refill before the offset (at most 17 extra
-    /// bits plus a 7-bit aligned symbol) is the only other one a match needs.
-    fn block(
+    /// Bit budget: a refill leaves at least [`REFILL_BITS`] (56) bits. An item starts with
+    /// one refill; a literal takes at most 16 bits, so a second main symbol can follow
+    /// without another. A match refills once more after its main symbol: the length symbol
+    /// (16) and the largest offset field (21) fit.
+    fn block<const ALIGNED: bool>(
         &self,
-        reader: &mut WordBits,
-        out: &mut [u8],
-        op: usize,
-        end: usize,
-        aligned: bool,
-        rq: &mut [u32; 3],
-    ) -> Result<(), CodecError> {
-        let mut r = *reader;
-        self.block_inner(&mut r, out, op, end, aligned, rq)?;
-        *reader = r;
-        Ok(())
-    }
-
-    #[inline(always)]
-    fn block_inner(
-        &self,
-        r: &mut WordBits,
+        reader: &mut Bits,
         out: &mut [u8],
         mut op: usize,
         end: usize,
-        aligned: bool,
         rq: &mut [u32; 3],
     ) -> Result<(), CodecError> {
+        let mut r = *reader;
         let size = out.len();
+        if end > size {
+            return Err(CodecError::Overrun {
+                codec: CODEC,
+                what: "block",
+                len: end.saturating_sub(op) as u64,
+                pos: op,
+                size,
+            });
+        }
         while op < end {
             r.refill();
-            let sym = decode_buffered::<MAIN_TABLE_BITS>(&self.main, r)?;
-            if (sym as usize) < NUM_CHARS {
-                out[op] = sym as u8;
+            let mut e = self.main.entry::<MAIN_TABLE_BITS>(r.buf);
+            if e < LITERAL_LIMIT {
+                // Literals, the common case, resolved by one table access each.
+                r.consume_entry(e);
+                out[op] = (e >> ENTRY_LEN_BITS) as u8;
                 op += 1;
-                continue;
+                if op == end {
+                    break;
+                }
+                e = self.main.entry::<MAIN_TABLE_BITS>(r.buf);
+                if e < LITERAL_LIMIT {
+                    r.consume_entry(e);
+                    out[op] = (e >> ENTRY_LEN_BITS) as u8;
+                    op += 1;
+                    if op == end {
+                        break;
+                    }
+                    e = self.main.entry::<MAIN_TABLE_BITS>(r.buf);
+                    if e < LITERAL_LIMIT {
+                        r.consume_entry(e);
+                        out[op] = (e >> ENTRY_LEN_BITS) as u8;
+                        op += 1;
+                        continue;
+                    }
+                }
             }
+            let sym = if e != MISS {
+                r.consume_entry(e);
+                u32::from(e >> ENTRY_LEN_BITS)
+            } else {
+                let (sym, len) = self
+                    .main
+                    .lookup_long((r.buf >> (64 - MAIN_MAX_LEN)) as u32)
+                    .ok_or(CodecError::BadCodeword { codec: CODEC })?;
+                r.consume(len);
+                if sym < NUM_CHARS as u32 {
+                    out[op] = sym as u8;
+                    op += 1;
+                    continue;
+                }
+                sym
+            };
+            r.refill();
             let m = sym - NUM_CHARS as u32;
             let mut mlen = m % NUM_LEN_HEADERS;
             let slot = (m / NUM_LEN_HEADERS) as usize;
             if mlen == NUM_PRIMARY_LENS {
-                mlen += decode_buffered::<LEN_TABLE_BITS>(&self.length, r)?;
+                mlen += decode_buffered::<LEN_TABLE_BITS>(&self.length, &mut r)?;
             }
             let mlen = (mlen + MIN_MATCH) as usize;
             let offset = if slot < 3 {
                 rq.swap(slot, 0);
                 rq[0]
             } else {
-                r.refill();
-                let e = self.extra_bits[slot];
-                let mut o = self.slot_base[slot];
-                if aligned && e >= 3 {
-                    o += r.bits(e - 3) << 3;
-                    o += decode_buffered::<ALIGNED_TABLE_BITS>(&self.aligned, r)?;
+                let e = self.extra_bits[slot & 63];
+                let mut o = self.slot_base[slot & 63];
+                if ALIGNED && e >= 3 {
+                    o += r.take(e - 3) << 3;
+                    o += decode_buffered::<ALIGNED_TABLE_BITS>(&self.aligned, &mut r)?;
                 } else {
-                    o += r.bits(e);
+                    o += r.take(e);
                 }
                 let o = o - 2;
                 rq[2] = rq[1];
@@ -402,10 +588,42 @@ impl LzxDecoder {
                     pos: op,
                 });
             }
-            lz_copy(out, op, offset, mlen);
+            if offset >= FAST_COPY && mlen + FAST_COPY <= size - op {
+                copy_fast(out, op, offset, mlen);
+            } else {
+                lz_copy(out, op, offset, mlen);
+            }
             op += mlen;
         }
+        *reader = r;
         Ok(())
+    }
+}
+
+/// Main-table entries below this are literals (`symbol << 6 | length`, symbol < 256).
+const LITERAL_LIMIT: u16 = (NUM_CHARS as u16) << ENTRY_LEN_BITS;
+
+/// Step of [`copy_fast`]: most matches (2..=257 bytes, mostly under 16) take one step.
+const FAST_COPY: usize = 16;
+
+/// Copy a match in 16-byte steps. The caller guarantees `offset >= 16` (each step reads
+/// only bytes already final) and `pos + len + 16 <= out.len()`: the last step may write up
+/// to 15 bytes past the match, which stay inside `out` and are overwritten later (a chunk's
+/// output is filled completely).
+#[inline(always)]
+fn copy_fast(out: &mut [u8], pos: usize, offset: usize, len: usize) {
+    let mut s = pos - offset;
+    let mut d = pos;
+    let stop = pos + len;
+    loop {
+        let mut w = [0u8; FAST_COPY];
+        w.copy_from_slice(&out[s..s + FAST_COPY]);
+        out[d..d + FAST_COPY].copy_from_slice(&w);
+        d += FAST_COPY;
+        if d >= stop {
+            break;
+        }
+        s += FAST_COPY;
     }
 }
 
@@ -451,7 +669,7 @@ pub fn undo_e8(data: &mut [u8]) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{lz_copy, WordBits};
+    use super::super::lz_copy;
     use super::*;
 
     /// Pack (value, nbits) pairs MSB-first into 16-bit little-endian words.
@@ -630,7 +848,9 @@ mod tests {
                     None => 0,
                 }
             };
-            let mut r = WordBits::new(&data);
+            // A reused buffer holding stale bytes must not leak them into the stream.
+            let mut stream = vec![0xAA; 100];
+            let mut r = Bits::new(swap_words(&data, &mut stream));
             let mut at = 0u64;
             for step in 0..200u32 {
                 let n = 1 + (xorshift(&mut x) % 17);
@@ -642,6 +862,110 @@ mod tests {
                     at = (at / 16 + 1) * 16;
                     r.reset_at((at / 8) as usize);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn fast_copy_equals_bytewise_copy() {
+        // Offsets from the 16-byte step up, lengths within one step and across several,
+        // and matches ending exactly 16 bytes before the end (the nearest the caller allows).
+        let size = 300usize;
+        let mut x = 11u32;
+        let base: Vec<u8> = (0..size).map(|_| xorshift(&mut x) as u8).collect();
+        for offset in 16..=40usize {
+            for len in 2..=120usize {
+                for tail in 16..=20usize {
+                    let pos = size - len - tail;
+                    if offset > pos {
+                        continue;
+                    }
+                    let mut want = base.clone();
+                    naive_copy(&mut want, pos, offset, len);
+                    let mut got = base.clone();
+                    copy_fast(&mut got, pos, offset, len);
+                    assert_eq!(
+                        got[..pos + len],
+                        want[..pos + len],
+                        "offset {offset} len {len} tail {tail}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Compress with the crate's encoder, then decode.
+    fn round_trip(data: &[u8]) {
+        let c = crate::codec::lzx_enc::compress_chunk(data, 32768)
+            .unwrap_or_else(|| panic!("{} bytes did not compress", data.len()));
+        let mut d = LzxDecoder::new(32768).unwrap();
+        let mut out = vec![0x5Au8; data.len()];
+        d.decompress(&c, &mut out).unwrap();
+        assert!(out == data, "round trip of {} bytes differs", data.len());
+    }
+
+    #[test]
+    fn periodic_matches_up_to_the_chunk_end() {
+        // A period of p bytes gives matches at offset p overlapping themselves (p < length);
+        // random tails of 0..=40 bytes put the last match at and near the chunk end, where
+        // the fast copies must give way to the exact ones; a full chunk ends in a match.
+        let mut x = 3u32;
+        for period in 1..=20usize {
+            let unit: Vec<u8> = (0..period).map(|_| xorshift(&mut x) as u8).collect();
+            let reps = 1200 / period;
+            for tail in [0usize, 1, 15, 16, 17, 31, 32, 33, 40] {
+                let mut data: Vec<u8> = unit.iter().copied().cycle().take(period * reps).collect();
+                data.extend((0..tail).map(|_| xorshift(&mut x) as u8));
+                round_trip(&data);
+            }
+            let full: Vec<u8> = (0..32768)
+                .map(|i| {
+                    if i < 3000 {
+                        xorshift(&mut x) as u8
+                    } else {
+                        unit[i % period]
+                    }
+                })
+                .collect();
+            round_trip(&full);
+        }
+    }
+
+    #[test]
+    fn truncated_and_padded_input() {
+        // Bits past the end of the input read as zero: a truncated chunk decodes exactly
+        // like the same bytes followed by zeros (or fails the same way), whatever refill
+        // the end falls into; a trailing odd byte is never part of a word.
+        let mut x = 21u32;
+        let data: Vec<u8> = (0..6000)
+            .map(|i| {
+                if i % 7 == 0 {
+                    xorshift(&mut x) as u8
+                } else {
+                    (i / 50) as u8
+                }
+            })
+            .collect();
+        let c = crate::codec::lzx_enc::compress_chunk(&data, 32768).unwrap();
+        let mut d = LzxDecoder::new(32768).unwrap();
+        let mut steps: Vec<usize> = (0..64)
+            .chain(c.len().saturating_sub(64)..=c.len())
+            .collect();
+        steps.extend((0..c.len()).step_by(97));
+        for cut in steps {
+            let cut_even = cut & !1;
+            let mut a = vec![0u8; data.len()];
+            let ra = d.decompress(&c[..cut], &mut a);
+            let mut padded = c[..cut_even].to_vec();
+            padded.extend_from_slice(&[0; 20]);
+            let mut b = vec![0u8; data.len()];
+            let rb = d.decompress(&padded, &mut b);
+            assert_eq!(ra.is_ok(), rb.is_ok(), "cut {cut}: {ra:?} vs {rb:?}");
+            if ra.is_ok() {
+                assert!(a == b, "cut {cut}: outputs differ");
+            }
+            if cut == c.len() {
+                assert!(ra.is_ok() && a == data, "the whole chunk must decode");
             }
         }
     }
