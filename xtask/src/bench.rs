@@ -575,6 +575,12 @@ fn wim_label(wim: &Path) -> Result<String> {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
+    // A typo or --help must not start a long run of every case.
+    for a in args {
+        if !matches!(a.as_str(), "vhdx" | "wim" | "apply" | "build" | "--quick") {
+            bail!("bench: unknown argument '{a}'; use: bench [vhdx|wim|apply|build]... [--quick]");
+        }
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let only: Vec<&str> = args
         .iter()
