@@ -544,18 +544,19 @@ impl Tree {
         meta: Meta,
     ) -> Result<NodeId, Error> {
         self.check_new_link(parent, name, dos_name)?;
-        self.check_meta(&meta, &self.child_path(parent, name))?;
+        self.check_meta(&meta, || self.child_path(parent, name))?;
         let id = NodeId(self.nodes.len());
         self.nodes.push(Node::new(is_dir, meta));
         self.insert_link(parent, id, name.to_vec(), dos_name.map(<[u16]>::to_vec));
         Ok(id)
     }
 
-    fn check_meta(&self, meta: &Meta, path: &str) -> Result<(), Error> {
+    /// `path` is only built when something is wrong.
+    fn check_meta(&self, meta: &Meta, path: impl Fn() -> String) -> Result<(), Error> {
         if let Some(r) = &meta.reparse {
             if r.data.len() + 8 > MAX_REPARSE_BYTES {
                 return Err(Error::Invalid {
-                    path: path.into(),
+                    path: path(),
                     why: format!(
                         "reparse data of {} bytes exceeds the NTFS limit of {} bytes including the 8-byte header",
                         r.data.len(),
@@ -567,7 +568,7 @@ impl Tree {
         if let Some(s) = meta.security {
             if s.0 as usize >= self.security.len() {
                 return Err(Error::Invalid {
-                    path: path.into(),
+                    path: path(),
                     why: format!("security id {} is not in the tree's table", s.0),
                 });
             }
@@ -614,7 +615,7 @@ impl Tree {
                 why: "a directory has no unnamed data".into(),
             });
         }
-        check_sparse(&s, &self.path_of(id))?;
+        check_sparse(&s, || self.path_of(id))?;
         self.nodes[id.0].data = s;
         Ok(())
     }
@@ -634,7 +635,7 @@ impl Tree {
             why,
         })?;
         let s: Stream = data.into();
-        check_sparse(&s, &path)?;
+        check_sparse(&s, || path.clone())?;
         let node = &mut self.nodes[id.0];
         if node
             .streams
@@ -651,7 +652,7 @@ impl Tree {
 
     /// Set metadata after checking it.
     pub fn set_meta(&mut self, id: NodeId, meta: Meta) -> Result<(), Error> {
-        self.check_meta(&meta, &self.path_of(id))?;
+        self.check_meta(&meta, || self.path_of(id))?;
         self.nodes[id.0].meta = meta;
         Ok(())
     }
@@ -786,14 +787,15 @@ impl Tree {
     }
 }
 
-fn check_sparse(s: &Stream, path: &str) -> Result<(), Error> {
+/// `path` is only built when something is wrong.
+fn check_sparse(s: &Stream, path: impl Fn() -> String) -> Result<(), Error> {
     if let Some(r) = &s.sparse {
         let len = s.content.len();
         let mut prev = 0;
         for range in r {
             if range.start < prev || range.end < range.start || range.end > len {
                 return Err(Error::Invalid {
-                    path: path.into(),
+                    path: path(),
                     why: format!(
                         "sparse data ranges must be sorted, disjoint and inside the {len}-byte stream; got {range:?}"
                     ),
