@@ -22,7 +22,8 @@ pub struct WimSource {
 }
 
 /// Blobs up to this size are decompressed in the caller's thread into one buffer; larger
-/// ones stream from a thread of their own through a bounded pipe.
+/// ones stream from a thread of their own through a bounded pipe, decoded by every core
+/// with the SHA-1 overlapping the decoding (`Wim::stream_blob`).
 const INLINE_BLOB: u64 = 1 << 20;
 /// Pieces in flight in a blob pipe (each up to `PIPE_PIECE` bytes): bounds its memory.
 const PIPE_DEPTH: usize = 4;
@@ -60,29 +61,32 @@ enum PipeReader {
 fn start_pipe(wim: Arc<Wim>, hash: wim::Sha1) -> std::sync::mpsc::Receiver<io::Result<Vec<u8>>> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(PIPE_DEPTH);
     std::thread::spawn(move || {
-        let mut r = match wim.open_blob(&hash) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = tx.send(Err(e.into()));
-                return;
-            }
-        };
-        loop {
-            let mut piece = vec![0u8; PIPE_PIECE];
-            let mut n = 0;
-            while n < PIPE_PIECE {
-                match r.read(&mut piece[n..]) {
-                    Ok(0) => break,
-                    Ok(k) => n += k,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
+        // Pieces of PIPE_PIECE bytes; the blob is decoded by every thread at once.
+        let mut piece = Vec::with_capacity(PIPE_PIECE);
+        let r = wim.stream_blob(&hash, |mut d| {
+            while !d.is_empty() {
+                let n = (PIPE_PIECE - piece.len()).min(d.len());
+                piece.extend_from_slice(&d[..n]);
+                d = &d[n..];
+                if piece.len() == PIPE_PIECE {
+                    let full = std::mem::replace(&mut piece, Vec::with_capacity(PIPE_PIECE));
+                    // The reader went away (an error elsewhere): stop decoding.
+                    tx.send(Ok(full)).map_err(|_| wim::Error::Io {
+                        path: "blob pipe".into(),
+                        source: io::Error::new(io::ErrorKind::BrokenPipe, "reader closed"),
+                    })?;
                 }
             }
-            piece.truncate(n);
-            if n == 0 || tx.send(Ok(piece)).is_err() {
-                return;
+            Ok(())
+        });
+        match r {
+            Ok(()) => {
+                if !piece.is_empty() {
+                    let _ = tx.send(Ok(piece));
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e.into()));
             }
         }
     });

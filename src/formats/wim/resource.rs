@@ -996,6 +996,44 @@ impl Wim {
         })
     }
 
+    /// Pass the bytes of one blob to `f` in order, decoded by every thread with its SHA-1
+    /// overlapping the decoding (see [`Wim::stream_range_pipelined`]); the SHA-1 is checked
+    /// at the end. For a consumer that wants one large blob as fast as possible.
+    pub fn stream_blob(
+        &self,
+        hash: &Sha1,
+        mut f: impl FnMut(&[u8]) -> Result<()> + Send,
+    ) -> Result<()> {
+        let b = self
+            .blobs
+            .get(hash)
+            .ok_or_else(|| Error::MissingBlob(hex(hash)))?;
+        let (src, off) = self.source_of(b)?;
+        let mut h = Sha1Hasher::new();
+        self.stream_range_pipelined(&src, off, off + b.size, |d| {
+            h.update(d);
+            f(d)
+        })
+        .map_err(|e| match e {
+            e @ (Error::Codec { .. } | Error::Corrupt { .. } | Error::Io { .. }) => {
+                Error::BlobData {
+                    paths: hex(hash),
+                    source: Box::new(e),
+                }
+            }
+            e => e,
+        })?;
+        let actual: Sha1 = h.finalize().into();
+        if actual != *hash {
+            return Err(Error::HashMismatch {
+                hash: hex(hash),
+                actual: hex(&actual),
+                paths: "blob".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Decode every blob in `hashes` (all blobs if `None`), check each SHA-1, and pass the
     /// bytes to a sink made per blob. Resources are processed in parallel; each blob's bytes
     /// arrive in order. `label` names the paths using a blob, for error messages.
