@@ -764,17 +764,22 @@ mod tests {
         *x
     }
 
-    #[test]
-    fn match_copy_equals_bytewise_copy() {
-        // Offsets below, at and above the 8-byte word; lengths short, long, overlapping;
-        // matches ending exactly at the buffer end and up to 9 bytes before it (where the
-        // word path must not be taken or must stay inside the buffer).
-        let size = 200usize;
-        let mut x = 7u32;
+    /// `copy` against a byte-by-byte copy for every offset, length and distance from the
+    /// buffer end given; bytes after the match may be scratch, the match and all before it
+    /// must be exact.
+    fn check_copy(
+        copy: fn(&mut [u8], usize, usize, usize),
+        size: usize,
+        seed: u32,
+        offsets: std::ops::RangeInclusive<usize>,
+        lens: std::ops::RangeInclusive<usize>,
+        tails: std::ops::RangeInclusive<usize>,
+    ) {
+        let mut x = seed;
         let base: Vec<u8> = (0..size).map(|_| xorshift(&mut x) as u8).collect();
-        for offset in 1..=24usize {
-            for len in 2..=90usize {
-                for tail in 0..=9usize {
+        for offset in offsets {
+            for len in lens.clone() {
+                for tail in tails.clone() {
                     let Some(pos) = size.checked_sub(len + tail) else {
                         continue;
                     };
@@ -784,9 +789,7 @@ mod tests {
                     let mut want = base.clone();
                     naive_copy(&mut want, pos, offset, len);
                     let mut got = base.clone();
-                    lz_copy(&mut got, pos, offset, len);
-                    // Bytes after the match may be scratch; the match and all before it
-                    // must be exact.
+                    copy(&mut got, pos, offset, len);
                     assert_eq!(
                         got[..pos + len],
                         want[..pos + len],
@@ -795,6 +798,14 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn match_copy_equals_bytewise_copy() {
+        // Offsets below, at and above the 8-byte word; lengths short, long, overlapping;
+        // matches ending exactly at the buffer end and up to 9 bytes before it (where the
+        // word path must not be taken or must stay inside the buffer).
+        check_copy(lz_copy, 200, 7, 1..=24, 2..=90, 0..=9);
     }
 
     #[test]
@@ -870,28 +881,7 @@ mod tests {
     fn fast_copy_equals_bytewise_copy() {
         // Offsets from the 16-byte step up, lengths within one step and across several,
         // and matches ending exactly 16 bytes before the end (the nearest the caller allows).
-        let size = 300usize;
-        let mut x = 11u32;
-        let base: Vec<u8> = (0..size).map(|_| xorshift(&mut x) as u8).collect();
-        for offset in 16..=40usize {
-            for len in 2..=120usize {
-                for tail in 16..=20usize {
-                    let pos = size - len - tail;
-                    if offset > pos {
-                        continue;
-                    }
-                    let mut want = base.clone();
-                    naive_copy(&mut want, pos, offset, len);
-                    let mut got = base.clone();
-                    copy_fast(&mut got, pos, offset, len);
-                    assert_eq!(
-                        got[..pos + len],
-                        want[..pos + len],
-                        "offset {offset} len {len} tail {tail}"
-                    );
-                }
-            }
-        }
+        check_copy(copy_fast, 300, 11, 16..=40, 2..=120, 16..=20);
     }
 
     /// Compress with the crate's encoder, then decode.

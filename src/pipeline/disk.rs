@@ -202,7 +202,7 @@ pub fn plan_with(
     let win = layout
         .partition(Role::Windows)
         .expect("the Windows layout has a Windows partition");
-    let (windows, tree) = match volume {
+    let (windows, tree, volume) = match volume {
         Some(v) => {
             let filetime = unix_to_filetime(req.time);
             let nopts = ntfs_options(&seed_bytes, win, req, filetime);
@@ -224,13 +224,9 @@ pub fn plan_with(
                 mft_records: check.mft_records,
                 serial: format!("{:016X}", nopts.serial),
             };
-            (Some(plan), Some((v.tree, planned)))
+            (Some(plan), Some(v.tree), Some(planned))
         }
-        None => (None, None),
-    };
-    let (tree, volume) = match tree {
-        Some((t, v)) => (Some(t), Some(v)),
-        None => (None, None),
+        None => (None, None, None),
     };
     let esp = esp(&layout, tree.as_ref())?;
     Ok(DiskPlan {
@@ -381,17 +377,14 @@ pub fn write(plan: &DiskPlan, req: &DiskRequest) -> io::Result<Option<[u8; 32]>>
                 .layout
                 .partition(Role::Windows)
                 .expect("the Windows layout has a Windows partition");
-            let planned = plan.volume.lock().ok().and_then(|mut v| v.take());
-            let mut v = match planned {
-                Some(v) => v,
-                None => {
-                    let nopts =
-                        ntfs_options(&plan.seed_bytes, win, req, unix_to_filetime(req.time));
-                    ntfs::plan_volume(tree, &nopts)?
-                }
-            };
+            let mut v = plan
+                .volume
+                .lock()
+                .ok()
+                .and_then(|mut v| v.take())
+                .ok_or_else(|| io::Error::other("this disk plan was already written"))?;
             v.set_progress(req.progress.clone());
-            Some((win.offset(), v))
+            Some((win.offset(), tree, v))
         }
         None => None,
     };
@@ -410,14 +403,14 @@ pub fn write(plan: &DiskPlan, req: &DiskRequest) -> io::Result<Option<[u8; 32]>>
             .into_iter()
             .map(|r| r.start + first..r.end + first),
     );
-    if let Some((at, v)) = &volume {
+    if let Some((at, _, v)) = &volume {
         ranges.extend(v.written_ranges(*at));
     }
     ranges.extend(gpt_ranges.iter().filter(|r| r.start >= boundary).cloned());
     out.reserve(&ranges)?;
     gpt::write_table(&plan.layout, &gpt_mem, TableCopy::Primary, out.as_mut())?;
     fat::place(&esp, out.as_mut(), first)?;
-    if let (Some(tree), Some((at, v))) = (&plan.tree, volume) {
+    if let Some((at, tree, v)) = volume {
         v.write(tree, out.as_mut(), at)?;
     }
     gpt::write_table(&plan.layout, &gpt_mem, TableCopy::Backup, out.as_mut())?;

@@ -245,14 +245,14 @@ impl VhdxWriter {
 
     /// Write the BAT as it stands through the sink, and remember how many blocks it maps.
     fn write_bat_now(&mut self) -> io::Result<()> {
-        let mut pieces = Vec::new();
-        self.encode_bat(&mut |at, b| {
-            pieces.push((at, b.to_vec()));
-            Ok(())
-        })?;
-        for (at, b) in pieces {
-            self.out.write_at(at, &b)?;
-        }
+        let out = &mut self.out;
+        encode_bat(
+            &self.geometry,
+            self.fixed,
+            self.data_offset,
+            &self.blocks,
+            &mut |at, b| out.write_at(at, b),
+        )?;
         self.bat_written = Some(self.blocks.len());
         Ok(())
     }
@@ -287,60 +287,65 @@ impl VhdxWriter {
         self.blocks.insert(block, at);
         at
     }
+}
 
-    /// The BAT's non-empty pieces as (file offset, bytes), ascending.
-    fn encode_bat(&self, put: &mut dyn FnMut(u64, &[u8]) -> io::Result<()>) -> io::Result<()> {
-        let g = &self.geometry;
-        let mut buf = vec![0u8; BAT_CHUNK as usize];
-        let entries_per_chunk = BAT_CHUNK / 8;
-        if self.fixed {
-            // Every payload entry present, sector bitmap entries not present.
-            let mut index = 0u64;
-            while index < g.bat_entries {
-                let n = (g.bat_entries - index).min(entries_per_chunk);
-                buf.fill(0);
-                for i in 0..n {
-                    let e = index + i;
-                    if !g.is_bitmap_entry(e) {
-                        let block = e - e / (g.chunk_ratio + 1);
-                        let entry = bat_entry(
-                            PAYLOAD_BLOCK_FULLY_PRESENT,
-                            self.data_offset + block * g.block_size,
-                        );
-                        buf[i as usize * 8..i as usize * 8 + 8]
-                            .copy_from_slice(&entry.to_le_bytes());
-                    }
+/// The BAT's non-empty pieces as (file offset, bytes), ascending: every payload block for a
+/// fixed disk, else the `blocks` allocated (block index → file offset).
+fn encode_bat(
+    g: &Geometry,
+    fixed: bool,
+    data_offset: u64,
+    blocks: &BTreeMap<u64, u64>,
+    put: &mut dyn FnMut(u64, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; BAT_CHUNK as usize];
+    let entries_per_chunk = BAT_CHUNK / 8;
+    if fixed {
+        // Every payload entry present, sector bitmap entries not present.
+        let mut index = 0u64;
+        while index < g.bat_entries {
+            let n = (g.bat_entries - index).min(entries_per_chunk);
+            buf.fill(0);
+            for i in 0..n {
+                let e = index + i;
+                if !g.is_bitmap_entry(e) {
+                    let block = e - e / (g.chunk_ratio + 1);
+                    let entry = bat_entry(
+                        PAYLOAD_BLOCK_FULLY_PRESENT,
+                        data_offset + block * g.block_size,
+                    );
+                    buf[i as usize * 8..i as usize * 8 + 8].copy_from_slice(&entry.to_le_bytes());
                 }
-                put(BAT_OFFSET + index * 8, &buf[..n as usize * 8])?;
-                index += n;
             }
-            return Ok(());
+            put(BAT_OFFSET + index * 8, &buf[..n as usize * 8])?;
+            index += n;
         }
-        // Dynamic: only the chunks of the BAT that hold present entries are written.
-        let mut current: Option<u64> = None;
-        let (mut lo, mut hi) = (usize::MAX, 0usize);
-        for (&block, &at) in &self.blocks {
-            let index = g.payload_index(block);
-            let chunk = index / entries_per_chunk;
-            if current != Some(chunk) {
-                if let Some(c) = current {
-                    put(BAT_OFFSET + c * BAT_CHUNK + lo as u64, &buf[lo..hi])?;
-                    buf.fill(0);
-                }
-                current = Some(chunk);
-                (lo, hi) = (usize::MAX, 0);
-            }
-            let within = (index % entries_per_chunk) as usize * 8;
-            buf[within..within + 8]
-                .copy_from_slice(&bat_entry(PAYLOAD_BLOCK_FULLY_PRESENT, at).to_le_bytes());
-            lo = lo.min(within);
-            hi = hi.max(within + 8);
-        }
-        if let Some(c) = current {
-            put(BAT_OFFSET + c * BAT_CHUNK + lo as u64, &buf[lo..hi])?;
-        }
-        Ok(())
+        return Ok(());
     }
+    // Dynamic: only the chunks of the BAT that hold present entries are written.
+    let mut current: Option<u64> = None;
+    let (mut lo, mut hi) = (usize::MAX, 0usize);
+    for (&block, &at) in blocks {
+        let index = g.payload_index(block);
+        let chunk = index / entries_per_chunk;
+        if current != Some(chunk) {
+            if let Some(c) = current {
+                put(BAT_OFFSET + c * BAT_CHUNK + lo as u64, &buf[lo..hi])?;
+                buf.fill(0);
+            }
+            current = Some(chunk);
+            (lo, hi) = (usize::MAX, 0);
+        }
+        let within = (index % entries_per_chunk) as usize * 8;
+        buf[within..within + 8]
+            .copy_from_slice(&bat_entry(PAYLOAD_BLOCK_FULLY_PRESENT, at).to_le_bytes());
+        lo = lo.min(within);
+        hi = hi.max(within + 8);
+    }
+    if let Some(c) = current {
+        put(BAT_OFFSET + c * BAT_CHUNK + lo as u64, &buf[lo..hi])?;
+    }
+    Ok(())
 }
 
 /// The metadata region's table and the five required items (2.6.1, 2.6.2).
@@ -446,25 +451,28 @@ impl WriteAt for VhdxWriter {
         } else {
             self.next_free
         };
-        // The BAT went out up front and still maps every block: nothing to add, and the
-        // sink's digest is the file's.
-        if self.bat_written == Some(self.blocks.len()) || self.fixed {
-            let digest = self.out.finish_digest(len)?;
+        // When the BAT went out up front and still maps every block, the sink's digest is
+        // the file's; otherwise the BAT is written now, behind the sink's back.
+        let digest = if self.fixed || self.bat_written == Some(self.blocks.len()) {
+            self.out.finish_digest(len)?
+        } else {
+            self.out.finish()?;
             let file = self.out.file();
-            file.set_len(len)?;
-            if self.durable {
-                file.sync_all()?;
-            }
-            return Ok(digest);
-        }
-        self.out.finish()?;
+            encode_bat(
+                &self.geometry,
+                self.fixed,
+                self.data_offset,
+                &self.blocks,
+                &mut |at, b| file.write_all_at(b, at),
+            )?;
+            None
+        };
         let file = self.out.file();
-        self.encode_bat(&mut |at, b| file.write_all_at(b, at))?;
         file.set_len(len)?;
         if self.durable {
             file.sync_all()?;
         }
-        Ok(None)
+        Ok(digest)
     }
 }
 

@@ -1002,36 +1002,30 @@ impl Wim {
     pub fn stream_blob(
         &self,
         hash: &Sha1,
-        mut f: impl FnMut(&[u8]) -> Result<()> + Send,
+        f: impl FnMut(&[u8]) -> Result<()> + Send,
     ) -> Result<()> {
         let b = self
             .blobs
             .get(hash)
             .ok_or_else(|| Error::MissingBlob(hex(hash)))?;
+        self.stream_blob_pipelined(b, &|h: &Sha1| hex(h), f)
+    }
+
+    /// [`Wim::stream_blob`] for a known blob, naming `label(hash)` in errors.
+    fn stream_blob_pipelined(
+        &self,
+        b: &BlobInfo,
+        label: &dyn Fn(&Sha1) -> String,
+        mut f: impl FnMut(&[u8]) -> Result<()> + Send,
+    ) -> Result<()> {
         let (src, off) = self.source_of(b)?;
         let mut h = Sha1Hasher::new();
         self.stream_range_pipelined(&src, off, off + b.size, |d| {
             h.update(d);
             f(d)
         })
-        .map_err(|e| match e {
-            e @ (Error::Codec { .. } | Error::Corrupt { .. } | Error::Io { .. }) => {
-                Error::BlobData {
-                    paths: hex(hash),
-                    source: Box::new(e),
-                }
-            }
-            e => e,
-        })?;
-        let actual: Sha1 = h.finalize().into();
-        if actual != *hash {
-            return Err(Error::HashMismatch {
-                hash: hex(hash),
-                actual: hex(&actual),
-                paths: "blob".into(),
-            });
-        }
-        Ok(())
+        .map_err(|e| blob_error(e, label(&b.hash)))?;
+        check_sha1(b, h, label)
     }
 
     /// Decode every blob in `hashes` (all blobs if `None`), check each SHA-1, and pass the
@@ -1063,26 +1057,8 @@ impl Wim {
         plain.sort_by(|a, b| b.size.cmp(&a.size).then(a.hash.cmp(&b.hash)));
         let mut solid: Vec<(usize, Vec<&BlobInfo>)> = solid.into_iter().collect();
         solid.sort_by_key(|(r, _)| *r);
-        let check = |b: &BlobInfo, h: Sha1Hasher| -> Result<()> {
-            let actual: Sha1 = h.finalize().into();
-            if actual != b.hash {
-                return Err(Error::HashMismatch {
-                    hash: hex(&b.hash),
-                    actual: hex(&actual),
-                    paths: label(&b.hash),
-                });
-            }
-            Ok(())
-        };
-        let wrap = |e: Error, h: &Sha1| match e {
-            e @ (Error::Codec { .. } | Error::Corrupt { .. } | Error::Io { .. }) => {
-                Error::BlobData {
-                    paths: label(h),
-                    source: Box::new(e),
-                }
-            }
-            e => e,
-        };
+        let check = |b: &BlobInfo, h: Sha1Hasher| check_sha1(b, h, label);
+        let wrap = |e: Error, h: &Sha1| blob_error(e, label(h));
         let solid_bytes: u64 = solid
             .iter()
             .flat_map(|(_, v)| v.iter())
@@ -1170,15 +1146,8 @@ impl Wim {
         let split = plain.partition_point(|b| b.size >= PIPELINED_BLOB);
         let (large, small) = plain.split_at(split);
         for b in large {
-            let (src, off) = self.source_of(b)?;
             let mut sink = make_sink(&b.hash)?;
-            let mut h = Sha1Hasher::new();
-            self.stream_range_pipelined(&src, off, off + b.size, |d| {
-                h.update(d);
-                sink.write(d)
-            })
-            .map_err(|e| wrap(e, &b.hash))?;
-            check(b, h)?;
+            self.stream_blob_pipelined(b, label, |d| sink.write(d))?;
             sink.finish()?;
         }
         small
@@ -1295,6 +1264,30 @@ impl Wim {
 }
 
 /// Grow a scratch buffer to at least `len` bytes (never shrinks, never clears).
+/// A blob's SHA-1 against the one its table entry names (`label` names its users).
+fn check_sha1(b: &BlobInfo, h: Sha1Hasher, label: &dyn Fn(&Sha1) -> String) -> Result<()> {
+    let actual: Sha1 = h.finalize().into();
+    if actual != b.hash {
+        return Err(Error::HashMismatch {
+            hash: hex(&b.hash),
+            actual: hex(&actual),
+            paths: label(&b.hash),
+        });
+    }
+    Ok(())
+}
+
+/// A decoding or reading error inside a blob, wrapped to name the blob's users.
+fn blob_error(e: Error, paths: String) -> Error {
+    match e {
+        e @ (Error::Codec { .. } | Error::Corrupt { .. } | Error::Io { .. }) => Error::BlobData {
+            paths,
+            source: Box::new(e),
+        },
+        e => e,
+    }
+}
+
 fn grow(v: &mut Vec<u8>, len: usize) {
     if v.len() < len {
         v.resize(len, 0);
