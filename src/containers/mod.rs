@@ -170,12 +170,15 @@ pub fn add_base_images(
             .lookup(STORE_DIR)
             .expect("the store folder was just made");
         let meta = inherited_meta(tree, STORE_DIR, time);
-        let mut file = tempfile::tempfile()?;
-        blank::write_blank_vhdx(file.try_clone()?, seed, time)?;
-        let mut bytes = Vec::new();
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))?;
-        std::io::Read::read_to_end(&mut file, &mut bytes)?;
-        add_bytes(tree, dir, "blank.vhdx", &meta, bytes)?;
+        let image = blank::blank_vhdx(seed, time)?;
+        let len = image.len();
+        let content = Content::Source {
+            source: Arc::new(image),
+            id: 0,
+            len,
+        };
+        tree.add_file(dir, "blank.vhdx", meta, content)
+            .map_err(io::Error::from)?;
     }
     Ok(out)
 }

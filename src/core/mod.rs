@@ -6,6 +6,7 @@ pub mod block;
 pub mod checksum;
 pub mod guid;
 pub mod output;
+pub mod runs;
 pub mod sink;
 pub mod time;
 pub mod units;

@@ -101,7 +101,9 @@ pub struct FileSink {
     cur: Option<Run>,
     /// Runs handed to the writer thread and not yet returned.
     in_flight: usize,
-    /// Buffers allocated so far (at most [`QUEUE`] + 2: queued, being written, being filled).
+    /// Whether a hashing thread holds buffers too.
+    hashing: bool,
+    /// Buffers allocated so far (at most [`QUEUE`] + 2, + 1 when hashing).
     made: usize,
     spare: Vec<AlignedBuf>,
 }
@@ -119,6 +121,7 @@ impl FileSink {
     }
 
     fn start(file: File, mode: Mode, digest: bool) -> io::Result<FileSink> {
+        let hashing = digest;
         let digest = digest.then(RunDigest::default);
         let direct = match mode {
             Mode::Direct => open_direct(&file),
@@ -138,6 +141,7 @@ impl FileSink {
             digest: None,
             cur: None,
             in_flight: 0,
+            hashing,
             made: 0,
             spare: Vec::new(),
         })
@@ -220,7 +224,8 @@ impl FileSink {
         if let Some(b) = self.spare.pop() {
             return Ok(b);
         }
-        if self.made < QUEUE + 2 {
+        // Queued, being written, being filled, and with a digest one being hashed.
+        if self.made < QUEUE + 2 + usize::from(self.hashing) {
             self.made += 1;
             return Ok(AlignedBuf::new());
         }
@@ -322,24 +327,55 @@ impl RunDigest {
 }
 
 /// The writer thread: write each run, hand its buffer back, stop at the first error.
+/// With a digest to compute, buffers go on to a hashing thread once written, which hands
+/// them back: the hash of one run overlaps the write of the next.
 fn write_runs(
     plain: File,
     mut direct: Option<File>,
     runs: Receiver<Run>,
     back: mpsc::Sender<io::Result<AlignedBuf>>,
-    mut digest: Option<RunDigest>,
+    digest: Option<RunDigest>,
 ) -> Option<RunDigest> {
+    let hasher = digest.map(|mut d| {
+        let (to_hash, written) = mpsc::channel::<Run>();
+        let back = back.clone();
+        let worker = std::thread::Builder::new()
+            .name("image-hasher".into())
+            .spawn(move || {
+                for run in written {
+                    d.add(run.at, run.buf.slice(run.len));
+                    if back.send(Ok(run.buf)).is_err() {
+                        return None;
+                    }
+                }
+                Some(d)
+            });
+        (to_hash, worker)
+    });
+    let (to_hash, worker) = match hasher {
+        Some((tx, Ok(w))) => (Some(tx), Some(w)),
+        Some((_, Err(e))) => {
+            let _ = back.send(Err(e));
+            return None;
+        }
+        None => (None, None),
+    };
     for run in runs {
         let r = write_run(&plain, &mut direct, &run);
-        if let Some(d) = digest.as_mut() {
-            d.add(run.at, run.buf.slice(run.len));
-        }
-        let failed = r.is_err();
-        if back.send(r.map(|_| run.buf)).is_err() || failed {
+        let sent = match (r, &to_hash) {
+            (Ok(()), Some(h)) => h.send(run).is_ok(),
+            (Ok(()), None) => back.send(Ok(run.buf)).is_ok(),
+            (Err(e), _) => {
+                let _ = back.send(Err(e));
+                false
+            }
+        };
+        if !sent {
             return None;
         }
     }
-    digest
+    drop(to_hash);
+    worker.and_then(|w| w.join().ok().flatten())
 }
 
 fn write_run(plain: &File, direct: &mut Option<File>, run: &Run) -> io::Result<()> {

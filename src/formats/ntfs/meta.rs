@@ -106,7 +106,15 @@ pub fn upcase_info() -> Vec<u8> {
     v
 }
 
-/// $LogFile size for a volume (the mkntfs rule, facts §2.3), a cluster multiple.
+/// $LogFile size for a volume, a cluster multiple.
+///
+/// Up to 200 MiB the mkntfs rule (facts §2.3). Above it, the size Windows 10's format gives:
+/// volume / 800 + 3.5 MiB, rounded up to a cluster, at most 64 MiB. That line passes exactly
+/// through both sizes Windows is known to have written: 20,676,608 bytes for the
+/// 13,603,176,448-byte volume of facts §2.3 (Windows 10 19041), and 36,352 KiB in a chkdsk report
+/// (pastebin.com/cH2JVeAP) of a
+/// 26,214,399 KiB volume; chkdsk reports of large volumes all show the 64 MiB cap. mkntfs
+/// gives 64 MiB from 12 GiB up, so below about 47 GiB our log is smaller than mkntfs'.
 pub fn logfile_size(volume: u64, cluster: u64) -> u64 {
     const MIB: u64 = 1024 * 1024;
     let s = if volume < 2 * MIB {
@@ -115,10 +123,11 @@ pub fn logfile_size(volume: u64, cluster: u64) -> u64 {
         512 * 1024
     } else if volume <= 200 * MIB {
         2 * MIB
-    } else if volume >= 12 * 1024 * MIB {
-        64 * MIB
     } else {
-        volume / 200
+        return (volume / 800 + 3 * MIB + MIB / 2)
+            .min(64 * MIB)
+            .div_ceil(cluster)
+            * cluster;
     };
     (s / cluster).max(1) * cluster
 }
@@ -196,6 +205,16 @@ pub fn security_hash(sd: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logfile_size_follows_windows_above_200_mib() {
+        assert_eq!(logfile_size(13_603_176_448, 4096), 20_676_608);
+        assert_eq!(logfile_size(26_214_399 * 1024, 4096), 36_352 * 1024);
+        assert_eq!(logfile_size(1 << 40, 4096), 64 << 20);
+        assert_eq!(logfile_size(64 << 20, 4096), 2 << 20);
+        assert_eq!(logfile_size(1 << 20, 4096), 256 << 10);
+        assert_eq!(logfile_size(13_603_176_448, 65536) % 65536, 0);
+    }
 
     #[test]
     fn system_descriptors_match_mkntfs_hashes() {

@@ -20,6 +20,7 @@
 use super::layout::*;
 use super::{io_err, Error};
 use crate::core::block::{check_range, is_zero, WriteAt};
+use crate::core::runs::RunImage;
 use crate::core::sink::{FileSink, Mode};
 use crate::core::Guid;
 use std::collections::BTreeMap;
@@ -115,11 +116,30 @@ impl VhdxOptions {
     }
 }
 
+/// Where the file's bytes go.
+enum Out {
+    /// A file, through a write-behind sink (contiguous writes gathered, so callers writing
+    /// 4 KiB clusters do not cost a syscall each).
+    File(Box<FileSink>),
+    /// Memory (see [`VhdxWriter::in_memory`]).
+    Memory(RunImage),
+}
+
+impl Out {
+    fn write_at(&mut self, at: u64, data: &[u8]) -> io::Result<()> {
+        match self {
+            Out::File(f) => f.write_at(at, data),
+            Out::Memory(m) => {
+                m.write_at(at, data);
+                Ok(())
+            }
+        }
+    }
+}
+
 /// A VHDX being written. Call [`WriteAt::finish`] to write the BAT and sync.
 pub struct VhdxWriter {
-    /// Payload and BAT writes go through a write-behind sink (contiguous writes gathered,
-    /// so callers writing 4 KiB clusters do not cost a syscall each).
-    out: FileSink,
+    out: Out,
     fixed: bool,
     geometry: Geometry,
     /// First byte after the BAT region: where payload blocks begin.
@@ -137,8 +157,6 @@ pub struct VhdxWriter {
     /// Blocks the BAT mapped when it was written up front (fixed disks, or dynamic ones
     /// given [`WriteAt::reserve`]); None when it is written at the end.
     bat_written: Option<usize>,
-    /// Sync to stable storage at the end (not for scratch files read back at once).
-    durable: bool,
 }
 
 impl VhdxWriter {
@@ -158,11 +176,52 @@ impl VhdxWriter {
         digest: bool,
     ) -> Result<VhdxWriter, Error> {
         opts.validate()?;
+        // Start from an empty file: stale bytes in the BAT or log region would be read as
+        // entries. Everything then goes through the sink in ascending file order (header
+        // section, metadata, the BAT when known up front, payload), so it can hash the file.
+        file.set_len(0).map_err(io_err("emptying the file"))?;
+        let (geometry, data_offset) = Self::geometry(opts);
+        file.set_len(Self::initial_len(opts, &geometry, data_offset))
+            .map_err(io_err("sizing the file"))?;
+        let out = if digest {
+            FileSink::with_digest(file, mode)
+        } else {
+            FileSink::new(file, mode)
+        };
+        let out = out.map_err(io_err("starting the writer"))?;
+        Self::start(Out::File(Box::new(out)), opts)
+    }
+
+    /// A VHDX built in memory, for a file that is then placed inside a volume: take it
+    /// with [`VhdxWriter::into_image`]. Runs of one repeated byte cost no memory.
+    pub fn in_memory(opts: &VhdxOptions) -> Result<VhdxWriter, Error> {
+        opts.validate()?;
+        let (geometry, data_offset) = Self::geometry(opts);
+        let mut image = RunImage::new();
+        image.set_len(Self::initial_len(opts, &geometry, data_offset));
+        Self::start(Out::Memory(image), opts)
+    }
+
+    fn geometry(opts: &VhdxOptions) -> (Geometry, u64) {
         let geometry = Geometry::new(opts.virtual_size, opts.block_size, opts.logical_sector_size);
         // At most (64 TiB / 1 MiB) * 8 bytes plus bitmap entries: about 513 MiB, fits a u32.
         let bat_length = (geometry.bat_entries * 8).next_multiple_of(ALIGNMENT);
-        let data_offset = BAT_OFFSET + bat_length;
+        (geometry, BAT_OFFSET + bat_length)
+    }
 
+    /// The file's length before any payload: a fixed disk's is final.
+    fn initial_len(opts: &VhdxOptions, geometry: &Geometry, data_offset: u64) -> u64 {
+        if opts.fixed {
+            data_offset + geometry.data_blocks * geometry.block_size
+        } else {
+            data_offset
+        }
+    }
+
+    /// Write the header section and metadata, and the BAT of a fixed disk.
+    fn start(mut out: Out, opts: &VhdxOptions) -> Result<VhdxWriter, Error> {
+        let (geometry, data_offset) = Self::geometry(opts);
+        let bat_length = data_offset - BAT_OFFSET;
         let mut head = vec![0u8; HEADER_SECTION_SIZE as usize];
         let put = |head: &mut Vec<u8>, at: u64, b: &[u8]| {
             head[at as usize..at as usize + b.len()].copy_from_slice(b)
@@ -197,22 +256,6 @@ impl VhdxWriter {
         ]);
         put(&mut head, REGION_TABLE1_OFFSET, &regions);
         put(&mut head, REGION_TABLE2_OFFSET, &regions);
-        // Start from an empty file: stale bytes in the BAT or log region would be read as
-        // entries. Everything then goes through the sink in ascending file order (header
-        // section, metadata, the BAT when known up front, payload), so it can hash the file.
-        file.set_len(0).map_err(io_err("emptying the file"))?;
-        let end = if opts.fixed {
-            data_offset + geometry.data_blocks * geometry.block_size
-        } else {
-            data_offset
-        };
-        file.set_len(end).map_err(io_err("sizing the file"))?;
-        let out = if digest {
-            FileSink::with_digest(file, mode)
-        } else {
-            FileSink::new(file, mode)
-        };
-        let mut out = out.map_err(io_err("starting the writer"))?;
         out.write_at(0, &head)
             .map_err(io_err("writing the header section"))?;
         out.write_at(METADATA_OFFSET, &encode_metadata(opts))
@@ -227,7 +270,6 @@ impl VhdxWriter {
             next_free: data_offset,
             high_water: data_offset,
             bat_written: None,
-            durable: true,
         };
         if w.fixed {
             // A fixed disk's BAT does not depend on what is written.
@@ -236,11 +278,33 @@ impl VhdxWriter {
         Ok(w)
     }
 
-    /// Skip the final sync to stable storage: for scratch files that are read back and
-    /// discarded, where a crash loses nothing worth keeping.
-    pub fn scratch(mut self) -> Self {
-        self.durable = false;
-        self
+    /// Finish a VHDX made by [`VhdxWriter::in_memory`] and return its bytes.
+    pub fn into_image(mut self) -> io::Result<RunImage> {
+        let len = self.final_len();
+        if !self.bat_is_current() {
+            self.write_bat_now()?;
+        }
+        match self.out {
+            Out::Memory(mut image) => {
+                image.set_len(len);
+                Ok(image)
+            }
+            Out::File(_) => Err(io::Error::other("into_image is for a VHDX made in memory")),
+        }
+    }
+
+    /// The file's length once finished.
+    fn final_len(&self) -> u64 {
+        if self.fixed {
+            self.data_offset + self.geometry.data_blocks * self.geometry.block_size
+        } else {
+            self.next_free
+        }
+    }
+
+    /// Whether the BAT already written maps every block allocated.
+    fn bat_is_current(&self) -> bool {
+        self.fixed || self.bat_written == Some(self.blocks.len())
     }
 
     /// Write the BAT as it stands through the sink, and remember how many blocks it maps.
@@ -446,18 +510,20 @@ impl WriteAt for VhdxWriter {
     }
 
     fn finish_digest(mut self: Box<Self>) -> io::Result<Option<[u8; 32]>> {
-        let len = if self.fixed {
-            self.data_offset + self.geometry.data_blocks * self.geometry.block_size
-        } else {
-            self.next_free
+        let len = self.final_len();
+        let current = self.bat_is_current();
+        let Out::File(out) = &mut self.out else {
+            return Err(io::Error::other(
+                "a VHDX made in memory is finished with into_image",
+            ));
         };
         // When the BAT went out up front and still maps every block, the sink's digest is
         // the file's; otherwise the BAT is written now, behind the sink's back.
-        let digest = if self.fixed || self.bat_written == Some(self.blocks.len()) {
-            self.out.finish_digest(len)?
+        let digest = if current {
+            out.finish_digest(len)?
         } else {
-            self.out.finish()?;
-            let file = self.out.file();
+            out.finish()?;
+            let file = out.file();
             encode_bat(
                 &self.geometry,
                 self.fixed,
@@ -467,11 +533,9 @@ impl WriteAt for VhdxWriter {
             )?;
             None
         };
-        let file = self.out.file();
+        let file = out.file();
         file.set_len(len)?;
-        if self.durable {
-            file.sync_all()?;
-        }
+        file.sync_all()?;
         Ok(digest)
     }
 }
