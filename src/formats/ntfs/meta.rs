@@ -111,10 +111,10 @@ pub fn upcase_info() -> Vec<u8> {
 /// Up to 200 MiB the mkntfs rule (facts §2.3). Above it, the size Windows 10's format gives:
 /// volume / 800 + 3.5 MiB, rounded up to a cluster, at most 64 MiB. That line passes exactly
 /// through both sizes Windows is known to have written: 20,676,608 bytes for the
-/// 13,603,176,448-byte volume of facts §2.3 (Windows 10 19041), and 36,352 KiB in a chkdsk report
-/// (pastebin.com/cH2JVeAP) of a
-/// 26,214,399 KiB volume; chkdsk reports of large volumes all show the 64 MiB cap. mkntfs
-/// gives 64 MiB from 12 GiB up, so below about 47 GiB our log is smaller than mkntfs'.
+/// 13,603,176,448-byte volume of facts §2.3 (Windows 10 19041), and 36,352 KiB for a
+/// 26,214,399 KiB volume in a chkdsk report (pastebin.com/cH2JVeAP). chkdsk reports of large
+/// volumes all show the 64 MiB cap. mkntfs gives 64 MiB from 12 GiB up, so below about
+/// 47 GiB our log is smaller than mkntfs'.
 pub fn logfile_size(volume: u64, cluster: u64) -> u64 {
     const MIB: u64 = 1024 * 1024;
     let s = if volume < 2 * MIB {
