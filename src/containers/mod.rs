@@ -94,11 +94,12 @@ fn add_bytes(
 }
 
 /// Place every base image in the store of `tree`; with none, nothing is written at all.
+/// `seed` is asked for once the images are in (blank.vhdx's GUIDs derive from it).
 pub fn add_base_images(
     tree: &mut Tree,
     bases: &[(PathBuf, Arc<Wim>, usize)],
     time: u64,
-    seed: &[u8],
+    seed: &mut dyn FnMut() -> io::Result<Vec<u8>>,
 ) -> io::Result<Vec<StoreEntry>> {
     let mut out: Vec<StoreEntry> = Vec::new();
     for (path, wim, index) in bases {
@@ -170,7 +171,7 @@ pub fn add_base_images(
             .lookup(STORE_DIR)
             .expect("the store folder was just made");
         let meta = inherited_meta(tree, STORE_DIR, time);
-        let image = blank::blank_vhdx(seed, time)?;
+        let image = blank::blank_vhdx(&seed()?, time)?;
         let len = image.len();
         let content = Content::Source {
             source: Arc::new(image),

@@ -655,29 +655,52 @@ pub fn plan(req: &BuildRequest) -> io::Result<Plan> {
             files.push((role.clone(), path.clone(), md.len()));
         }
     }
-    p.phase("hashing", files.iter().map(|(_, _, len)| len).sum());
-    let mut hashed = Vec::new();
-    for (role, f, _) in &files {
-        let (bytes, sha256) = sha256_file(f, p)?;
-        let shown = shown_path(f, demo.as_ref().map(|d| d.path()));
-        hashed.push(InputFile {
-            role: role.clone(),
-            path: shown,
-            bytes,
-            sha256,
-        });
-    }
-
-    // Seed: every setting (secrets by source only) and every input digest.
-    let mut sb = SeedBuilder::new("build");
-    for (k, v, _) in c.entries() {
-        sb.add(k, serde_json::to_string(v).unwrap_or_default().as_bytes());
-    }
-    for f in &hashed {
-        sb.add(&f.role, f.sha256.as_bytes());
-    }
-    sb.add("output kind", format!("{kind:?}").as_bytes());
-    let seed_bytes = seed::resolve(c.text("seed"), sb);
+    // Hash the inputs on a thread of their own while the trees are read: nothing needs the
+    // seed before the store's blank.vhdx.
+    let demo_root = demo.as_ref().map(|d| d.path().to_path_buf());
+    let hashing = std::thread::Builder::new()
+        .name("input-hashes".into())
+        .spawn(move || -> io::Result<Vec<InputFile>> {
+            files
+                .into_iter()
+                .map(|(role, f, _)| {
+                    let (bytes, sha256) = crate::core::checksum::sha256_file(&f, &|_| {})?;
+                    Ok(InputFile {
+                        role,
+                        path: shown_path(&f, demo_root.as_deref()),
+                        bytes,
+                        sha256,
+                    })
+                })
+                .collect()
+        })?;
+    let mut pending = Some(hashing);
+    let mut settled: Option<(Vec<InputFile>, Vec<u8>)> = None;
+    let mut seed_now = || -> io::Result<Vec<u8>> {
+        if let Some(h) = pending.take() {
+            if !h.is_finished() {
+                p.phase("hashing inputs", 0);
+            }
+            let hashed = h
+                .join()
+                .map_err(|_| io::Error::other("the input hashing thread stopped"))??;
+            // Seed: every setting (secrets by source only) and every input digest.
+            let mut sb = SeedBuilder::new("build");
+            for (k, v, _) in c.entries() {
+                sb.add(k, serde_json::to_string(v).unwrap_or_default().as_bytes());
+            }
+            for f in &hashed {
+                sb.add(&f.role, f.sha256.as_bytes());
+            }
+            sb.add("output kind", format!("{kind:?}").as_bytes());
+            let seed = seed::resolve(c.text("seed"), sb);
+            settled = Some((hashed, seed));
+        }
+        settled
+            .as_ref()
+            .map(|(_, seed)| seed.clone())
+            .ok_or_else(|| io::Error::other("the input hashes were not kept"))
+    };
 
     // The Windows volume.
     p.phase("reading image", 0);
@@ -760,7 +783,9 @@ pub fn plan(req: &BuildRequest) -> io::Result<Plan> {
             Ok((path.clone(), Arc::new(w), i))
         })
         .collect::<io::Result<Vec<_>>>()?;
-    let base_images = containers::add_base_images(&mut tree, &opened, filetime, &seed_bytes)?;
+    let base_images = containers::add_base_images(&mut tree, &opened, filetime, &mut seed_now)?;
+    let seed_bytes = seed_now()?;
+    let hashed = settled.map(|(h, _)| h).unwrap_or_default();
     let mut windows_only_steps = Vec::new();
     if !base_images.is_empty() {
         windows_only_steps.push(

@@ -162,7 +162,9 @@ pub fn plan(req: &DiskRequest) -> io::Result<DiskPlan> {
             ),
             _ => None,
         };
-        let store = containers::add_base_images(&mut tree, &wims.bases, filetime, &seed_bytes)?;
+        let store = containers::add_base_images(&mut tree, &wims.bases, filetime, &mut || {
+            Ok(seed_bytes.clone())
+        })?;
         Some(VolumeContent {
             tree,
             wim: wim_report,
