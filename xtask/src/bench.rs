@@ -1,8 +1,8 @@
 //! Benchmarks: ours against the peer pipeline, on the same input, in the same run,
 //! reported as ratios (absolute times on shared machines are noise).
 //!
-//! Each case runs both sides `ROUNDS` times alternately and compares medians; peak memory
-//! comes from `/usr/bin/time -v`.
+//! Each case runs both sides `ROUNDS` times alternately and compares medians; every timed
+//! run starts after a `sync`; peak memory comes from `/usr/bin/time -v`.
 
 use anyhow::{bail, Context, Result};
 use std::fs;
@@ -18,8 +18,21 @@ struct Measured {
     peak_rss_kib: u64,
 }
 
-/// Run a command under `/usr/bin/time -v`; wall time and peak RSS.
+/// Write back every dirty page before a timed run, so neither side pays for the other's
+/// (or its own previous round's) page-cache writeback, which otherwise moves the peer's
+/// times by 20 % and more between runs.
+fn settle() -> Result<()> {
+    let st = Command::new("sync").status().context("cannot run sync")?;
+    if !st.success() {
+        bail!("sync failed");
+    }
+    Ok(())
+}
+
+/// Run a command under `/usr/bin/time -v`; wall time and peak RSS. The page cache is
+/// settled first (see [`settle`]).
 fn measure(cmd: &[&str]) -> Result<Measured> {
+    settle()?;
     let start = Instant::now();
     let out = Command::new("/usr/bin/time")
         .arg("-v")
@@ -325,6 +338,7 @@ fn wim_to_vhdx(dir: &Path, nf: &Path, wim: &Path, label: &str) -> Result<Row> {
         ])?;
         ours.push(m.secs);
         rss = rss.max(m.peak_rss_kib);
+        settle()?;
         let start = Instant::now();
         fs::File::create(&vol)?.set_len(vol_size)?;
         for cmd in [
@@ -507,6 +521,7 @@ fn build_case(dir: &Path, nf: &Path, demo: &Path, base: &Path, label: &str) -> R
         ])?;
         ours.push(m.secs);
         rss = rss.max(m.peak_rss_kib);
+        settle()?;
         let start = Instant::now();
         for (v, w, idx, o) in [
             (&vol, &os_wim, "2", &p1),
