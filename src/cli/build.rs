@@ -450,6 +450,9 @@ pub fn run(a: BuildArgs, quiet: bool) -> anyhow::Result<()> {
             );
         }
     }
+    // The plan holds the volume's whole tree: the process ends now, and freeing it node by
+    // node would only make the user wait.
+    std::mem::forget(plan);
     Ok(())
 }
 

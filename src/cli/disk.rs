@@ -168,6 +168,9 @@ fn create(a: CreateArgs, quiet: bool) -> anyhow::Result<()> {
             plan.esp_files.len()
         );
     }
+    // The plan holds the volume's whole tree: the process ends now, and freeing it node by
+    // node would only make the user wait.
+    std::mem::forget(plan);
     Ok(())
 }
 

@@ -228,7 +228,13 @@ impl VolumePlan {
         out: &mut dyn WriteAt,
         partition_offset: u64,
     ) -> Result<NtfsReport, Error> {
-        self.0.write(tree, out, partition_offset)
+        let r = self.0.write(tree, out, partition_offset);
+        // Its records and indexes are many small allocations: free them beside the
+        // caller's finishing work (the container's last writes and sync).
+        let _ = std::thread::Builder::new()
+            .name("plan-free".into())
+            .spawn(move || drop(self));
+        r
     }
 }
 
