@@ -659,15 +659,9 @@ impl Plan {
                 }
                 attrs.extend(index_attrs);
                 let flags = MFT_RECORD_IN_USE | if n.is_dir { MFT_RECORD_IS_DIRECTORY } else { 0 };
-                self.pack(
-                    num,
-                    1,
-                    flags,
-                    link_count,
-                    attrs,
-                    &mut ext_next,
-                    &tree.path_of(id),
-                )?;
+                self.pack(num, 1, flags, link_count, attrs, &mut ext_next, &|| {
+                    tree.path_of(id)
+                })?;
             }
         }
         self.small = HashMap::new();
@@ -744,7 +738,7 @@ impl Plan {
         link_count: u16,
         mut attrs: Vec<Attr>,
         ext_next: &mut u64,
-        path: &str,
+        path: &dyn Fn() -> String,
     ) -> Result<(), Error> {
         attrs.sort_by(|a, b| a.order(b));
         let room = record::record_room(self.rs);
@@ -768,7 +762,7 @@ impl Plan {
         }
         if let Some(a) = attrs.iter().find(|a| a.len() > room) {
             return Err(Error::Unsupported {
-                path: path.into(),
+                path: path(),
                 why: format!(
                     "attribute {:#x} of {} bytes does not fit an MFT record",
                     a.ty,
@@ -782,7 +776,7 @@ impl Plan {
             .sum();
         if al_len > MAX_ATTR_LIST {
             return Err(Error::Unsupported {
-                path: path.into(),
+                path: path(),
                 why: format!(
                     "its attribute list of {al_len} bytes exceeds the {MAX_ATTR_LIST}-byte limit"
                 ),

@@ -60,7 +60,7 @@ impl Plan {
         attrs.push(Attr::resident(AT_FILE_NAME, "", fnv.clone()));
         let seq = if num == 0 { 1 } else { num as u16 };
         let mut no_ext = u64::MAX;
-        self.pack(num, seq, flags, 1, attrs, &mut no_ext, name)?;
+        self.pack(num, seq, flags, 1, attrs, &mut no_ext, &|| name.to_string())?;
         if no_ext != u64::MAX {
             return Err(Error::Unsupported {
                 path: name.into(),
@@ -320,7 +320,7 @@ impl Plan {
                 0,
                 attrs,
                 &mut no_ext,
-                "reserved record",
+                &|| "reserved record".to_string(),
             )?;
         }
         // 24 $Quota, 25 $ObjId, 26 $Reparse (view indexes under $Extend).
@@ -490,7 +490,7 @@ impl Plan {
             1,
             attrs,
             &mut no_ext,
-            "\\",
+            &|| "\\".to_string(),
         )?;
         if no_ext != u64::MAX {
             return Err(Error::Unsupported {
