@@ -56,6 +56,12 @@ fn sha256_file_with(
     let named =
         |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
     let plain = std::fs::File::open(path).map_err(named)?;
+    // Small files get a buffer their size (and one byte more, to see the end in one read).
+    let size = plain.metadata().map_err(named)?.len();
+    let cap = usize::try_from(size + 1)
+        .unwrap_or(HASH_READ)
+        .next_multiple_of(4096)
+        .min(HASH_READ);
     let mut direct = if uncached {
         open_direct_read(path)
     } else {
@@ -71,7 +77,7 @@ fn sha256_file_with(
         loop {
             let mut buf = back_rx
                 .try_recv()
-                .unwrap_or_else(|_| AlignedBuf::with_len(HASH_READ));
+                .unwrap_or_else(|_| AlignedBuf::with_len(cap));
             let mut n = 0;
             let r = loop {
                 let aligned = buf.is_aligned() && n == 0;
@@ -91,7 +97,7 @@ fn sha256_file_with(
                     Ok(k) => {
                         n += k;
                         at += k as u64;
-                        if n == HASH_READ {
+                        if n == cap {
                             break Ok(());
                         }
                     }
