@@ -393,6 +393,13 @@ fn check_corruption(wim_path: &Path, target: &str, work: &Path) {
     }
     std::fs::write(&copy, &bytes).unwrap();
     let wim = Wim::open(&copy).unwrap();
+    // Reading the blob whole (as volume writers do for small files) fails as well.
+    let tree = wim.image(1).unwrap();
+    let hash = tree.entries[tree.lookup(target).unwrap()].data_hash();
+    assert!(
+        !matches!(wim.read_plain_blob(&hash), Ok(Some(_))),
+        "a whole read of the corrupted {target} succeeded"
+    );
     let err = wim
         .verify()
         .expect_err("verify must fail on a corrupted copy");
@@ -475,6 +482,8 @@ fn streaming_blob_reader_checks_hashes() {
     std::io::Read::read_to_end(&mut r, &mut data).unwrap();
     let src = fixtures().dir.join("src/big.bin");
     assert_eq!(data, std::fs::read(src).unwrap());
+    // Decoded straight into one buffer: the same bytes.
+    assert!(wim.read_plain_blob(&hash).unwrap().unwrap() == data);
 }
 
 #[path = "hostile/wim/cases.rs"]

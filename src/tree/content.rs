@@ -18,6 +18,16 @@ use std::thread;
 pub trait ContentSource: Send + Sync {
     /// A reader over blob `id`'s bytes (already decompressed).
     fn open(&self, id: u64) -> io::Result<Box<dyn Read + Send>>;
+
+    /// All of blob `id`'s bytes, expected to be `len` long (the caller checks). Sources
+    /// that can produce the bytes without a reader's copy override this.
+    fn read_all(&self, id: u64, len: u64) -> io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        self.open(id)?
+            .take(len.saturating_add(1))
+            .read_to_end(&mut out)?;
+        Ok(out)
+    }
 }
 
 /// Where a stream's bytes come from.
@@ -86,9 +96,16 @@ impl Content {
     /// Read exactly `len()` bytes into a new buffer.
     pub fn read_all(&self) -> io::Result<Vec<u8>> {
         let len = self.len();
-        let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        let mut r = self.open()?.take(len.saturating_add(1));
-        r.read_to_end(&mut out)?;
+        let out = match self {
+            Content::Source { source, id, .. } => source.read_all(*id, len)?,
+            _ => {
+                let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+                self.open()?
+                    .take(len.saturating_add(1))
+                    .read_to_end(&mut out)?;
+                out
+            }
+        };
         if out.len() as u64 != len {
             return Err(length_mismatch(self, out.len() as u64));
         }

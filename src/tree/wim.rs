@@ -31,21 +31,48 @@ const PIPE_PIECE: usize = 1 << 20;
 
 impl ContentSource for WimSource {
     fn open(&self, id: u64) -> io::Result<Box<dyn Read + Send>> {
-        let hash = *self.hashes.get(id as usize).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("no blob number {id}"))
-        })?;
+        let hash = self.hash(id)?;
         let len = self.wim.blob_size(&hash).unwrap_or(0);
         if len <= INLINE_BLOB {
-            let mut buf = Vec::with_capacity(len as usize);
-            self.wim
-                .open_blob(&hash)
-                .map_err(io::Error::from)?
-                .read_to_end(&mut buf)?;
-            return Ok(Box::new(io::Cursor::new(buf)));
+            return Ok(Box::new(io::Cursor::new(self.read_small(&hash, len)?)));
         }
         // Nothing is decoded until the writer reaches this file: readers opened ahead hold
         // no buffers, so memory does not grow with how many large files are in flight.
         Ok(Box::new(PipeReader::Idle(self.wim.clone(), hash)))
+    }
+
+    fn read_all(&self, id: u64, len: u64) -> io::Result<Vec<u8>> {
+        let hash = self.hash(id)?;
+        if self.wim.blob_size(&hash).unwrap_or(0) <= INLINE_BLOB {
+            return self.read_small(&hash, len);
+        }
+        let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        self.open(id)?
+            .take(len.saturating_add(1))
+            .read_to_end(&mut out)?;
+        Ok(out)
+    }
+}
+
+impl WimSource {
+    fn hash(&self, id: u64) -> io::Result<wim::Sha1> {
+        self.hashes.get(id as usize).copied().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("no blob number {id}"))
+        })
+    }
+
+    /// A small blob, decoded on this thread: straight into its buffer when it has a
+    /// resource of its own, else through a reader.
+    fn read_small(&self, hash: &wim::Sha1, len: u64) -> io::Result<Vec<u8>> {
+        if let Some(v) = self.wim.read_plain_blob(hash).map_err(io::Error::from)? {
+            return Ok(v);
+        }
+        let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        self.wim
+            .open_blob(hash)
+            .map_err(io::Error::from)?
+            .read_to_end(&mut buf)?;
+        Ok(buf)
     }
 }
 

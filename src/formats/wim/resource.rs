@@ -996,6 +996,49 @@ impl Wim {
         })
     }
 
+    /// The bytes of a blob stored in a resource of its own, decoded straight into the
+    /// returned buffer (no copy through a reader's scratch buffer) and SHA-1 checked; None
+    /// for a blob inside a solid resource (read those with [`Wim::open_blob`]). For blobs
+    /// small enough to hold whole; decoded on the calling thread.
+    pub fn read_plain_blob(&self, hash: &Sha1) -> Result<Option<Vec<u8>>> {
+        let b = self
+            .blobs
+            .get(hash)
+            .ok_or_else(|| Error::MissingBlob(hex(hash)))?;
+        if !matches!(b.loc, Loc::Plain { .. }) {
+            return Ok(None);
+        }
+        if b.size == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let (src, off) = self.source_of(b)?;
+        let first = off / src.chunk_size;
+        let last = (off + b.size - 1) / src.chunk_size + 1;
+        let mut scratch = Scratch::take();
+        let mut out = Vec::new();
+        let r = self.decode_batch(
+            &src,
+            first,
+            last - first,
+            &mut scratch.stored,
+            &mut out,
+            true,
+        );
+        scratch.give_back();
+        let n = r.map_err(|e| blob_error(e, hex(hash)))?;
+        // A plain blob is its whole resource: the chunks hold exactly its bytes.
+        if off != 0 || n as u64 != b.size {
+            return Err(Error::Corrupt {
+                structure: "resource",
+                offset: src.res_at,
+                what: format!("blob {} of {} bytes decodes to {n}", hex(hash), b.size),
+            });
+        }
+        out.truncate(n);
+        check_sha1(b, Sha1Hasher::new_with_prefix(&out), &|h| hex(h))?;
+        Ok(Some(out))
+    }
+
     /// Pass the bytes of one blob to `f` in order, decoded by every thread with its SHA-1
     /// overlapping the decoding (see [`Wim::stream_range_pipelined`]); the SHA-1 is checked
     /// at the end. For a consumer that wants one large blob as fast as possible.
