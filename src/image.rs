@@ -93,12 +93,7 @@ pub fn create_writer(file: File, o: &ContainerOptions) -> io::Result<Box<dyn Wri
             if let Some(b) = o.block_size {
                 opts.block_size = b;
             }
-            Box::new(vhdx::VhdxWriter::create_with(
-                file,
-                &opts,
-                crate::core::sink::Mode::Direct,
-                o.digest,
-            )?)
+            Box::new(vhdx::VhdxWriter::create_with(file, &opts, o.digest)?)
         }
         ImageFormat::Vhd => {
             if o.logical_sector_size != 512 {

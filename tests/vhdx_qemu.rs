@@ -363,9 +363,7 @@ fn reserved_ranges_give_the_file_digest_on_the_way() {
         let mut opts = VhdxOptions::new(size, b"digest");
         opts.block_size = MIB as u32;
         let f = File::create(&p).unwrap();
-        let mut w: Box<dyn WriteAt> = Box::new(
-            VhdxWriter::create_with(f, &opts, nanoforge::core::sink::Mode::Direct, true).unwrap(),
-        );
+        let mut w: Box<dyn WriteAt> = Box::new(VhdxWriter::create_with(f, &opts, true).unwrap());
         w.reserve(&reserve).unwrap();
         let mut writes = inside.clone();
         if let Some(e) = extra {

@@ -39,7 +39,8 @@ const QUEUE: usize = 1;
 pub enum Mode {
     /// `O_DIRECT` for aligned runs when the filesystem allows it, else buffered.
     Direct,
-    /// Through the page cache only (for outputs read back right away).
+    /// Through the page cache only: what `Direct` falls back to where `O_DIRECT` is
+    /// refused, selectable so that path can be exercised anywhere.
     Buffered,
 }
 

@@ -22,12 +22,16 @@ pub trait ContentSource: Send + Sync {
     /// All of blob `id`'s bytes, expected to be `len` long (the caller checks). Sources
     /// that can produce the bytes without a reader's copy override this.
     fn read_all(&self, id: u64, len: u64) -> io::Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        self.open(id)?
-            .take(len.saturating_add(1))
-            .read_to_end(&mut out)?;
-        Ok(out)
+        read_to_vec(self.open(id)?, len)
     }
+}
+
+/// Everything `r` gives, in a buffer sized for the `len` bytes it should give, reading one
+/// byte past them at most (so a longer source shows as too long without being read whole).
+pub fn read_to_vec(r: impl Read, len: u64) -> io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    r.take(len.saturating_add(1)).read_to_end(&mut out)?;
+    Ok(out)
 }
 
 /// Where a stream's bytes come from.
@@ -98,13 +102,7 @@ impl Content {
         let len = self.len();
         let out = match self {
             Content::Source { source, id, .. } => source.read_all(*id, len)?,
-            _ => {
-                let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-                self.open()?
-                    .take(len.saturating_add(1))
-                    .read_to_end(&mut out)?;
-                out
-            }
+            _ => read_to_vec(self.open()?, len)?,
         };
         if out.len() as u64 != len {
             return Err(length_mismatch(self, out.len() as u64));

@@ -3,6 +3,7 @@
 //! hard links; file contents stay in the WIM as [`Content::Source`] references that the
 //! NTFS writer decompresses as it writes.
 
+use super::content::read_to_vec;
 use crate::formats::wim::{self, StreamKind, Wim};
 use crate::tree::{Content, ContentSource, Meta, NodeId, Reparse, SecurityId, Tree};
 use std::collections::HashMap;
@@ -46,11 +47,7 @@ impl ContentSource for WimSource {
         if self.wim.blob_size(&hash).unwrap_or(0) <= INLINE_BLOB {
             return self.read_small(&hash, len);
         }
-        let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        self.open(id)?
-            .take(len.saturating_add(1))
-            .read_to_end(&mut out)?;
-        Ok(out)
+        read_to_vec(self.open(id)?, len)
     }
 }
 
@@ -67,12 +64,7 @@ impl WimSource {
         if let Some(v) = self.wim.read_plain_blob(hash).map_err(io::Error::from)? {
             return Ok(v);
         }
-        let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        self.wim
-            .open_blob(hash)
-            .map_err(io::Error::from)?
-            .read_to_end(&mut buf)?;
-        Ok(buf)
+        read_to_vec(self.wim.open_blob(hash).map_err(io::Error::from)?, len)
     }
 }
 

@@ -116,6 +116,11 @@ impl VhdxOptions {
     }
 }
 
+/// A fixed disk's length: every payload block present, in order.
+fn fixed_len(geometry: &Geometry, data_offset: u64) -> u64 {
+    data_offset + geometry.data_blocks * geometry.block_size
+}
+
 /// Where the file's bytes go.
 enum Out {
     /// A file, through a write-behind sink (contiguous writes gathered, so callers writing
@@ -163,30 +168,24 @@ impl VhdxWriter {
     /// Write the header section and metadata to `file` (which should be empty) and return a
     /// writer ready for payload writes.
     pub fn create(file: File, opts: &VhdxOptions) -> Result<VhdxWriter, Error> {
-        Self::create_with(file, opts, Mode::Direct, false)
+        Self::create_with(file, opts, false)
     }
 
-    /// [`VhdxWriter::create`], writing the payload as `mode` says, and with `digest` also
-    /// hashing the file on the way for [`WriteAt::finish_digest`] (which needs
-    /// [`WriteAt::reserve`] before the first write and writes in ascending order).
-    pub fn create_with(
-        file: File,
-        opts: &VhdxOptions,
-        mode: Mode,
-        digest: bool,
-    ) -> Result<VhdxWriter, Error> {
+    /// [`VhdxWriter::create`], with `digest` also hashing the file on the way for
+    /// [`WriteAt::finish_digest`] (which needs [`WriteAt::reserve`] before the first write
+    /// and writes in ascending order).
+    pub fn create_with(file: File, opts: &VhdxOptions, digest: bool) -> Result<VhdxWriter, Error> {
         opts.validate()?;
         // Start from an empty file: stale bytes in the BAT or log region would be read as
         // entries. Everything then goes through the sink in ascending file order (header
         // section, metadata, the BAT when known up front, payload), so it can hash the file.
         file.set_len(0).map_err(io_err("emptying the file"))?;
-        let (geometry, data_offset) = Self::geometry(opts);
-        file.set_len(Self::initial_len(opts, &geometry, data_offset))
+        file.set_len(Self::initial_len(opts))
             .map_err(io_err("sizing the file"))?;
         let out = if digest {
-            FileSink::with_digest(file, mode)
+            FileSink::with_digest(file, Mode::Direct)
         } else {
-            FileSink::new(file, mode)
+            FileSink::new(file, Mode::Direct)
         };
         let out = out.map_err(io_err("starting the writer"))?;
         Self::start(Out::File(Box::new(out)), opts)
@@ -196,9 +195,8 @@ impl VhdxWriter {
     /// with [`VhdxWriter::into_image`]. Runs of one repeated byte cost no memory.
     pub fn in_memory(opts: &VhdxOptions) -> Result<VhdxWriter, Error> {
         opts.validate()?;
-        let (geometry, data_offset) = Self::geometry(opts);
         let mut image = RunImage::new();
-        image.set_len(Self::initial_len(opts, &geometry, data_offset));
+        image.set_len(Self::initial_len(opts));
         Self::start(Out::Memory(image), opts)
     }
 
@@ -210,9 +208,10 @@ impl VhdxWriter {
     }
 
     /// The file's length before any payload: a fixed disk's is final.
-    fn initial_len(opts: &VhdxOptions, geometry: &Geometry, data_offset: u64) -> u64 {
+    fn initial_len(opts: &VhdxOptions) -> u64 {
+        let (geometry, data_offset) = Self::geometry(opts);
         if opts.fixed {
-            data_offset + geometry.data_blocks * geometry.block_size
+            fixed_len(&geometry, data_offset)
         } else {
             data_offset
         }
@@ -296,7 +295,7 @@ impl VhdxWriter {
     /// The file's length once finished.
     fn final_len(&self) -> u64 {
         if self.fixed {
-            self.data_offset + self.geometry.data_blocks * self.geometry.block_size
+            fixed_len(&self.geometry, self.data_offset)
         } else {
             self.next_free
         }
